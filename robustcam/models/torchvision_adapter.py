@@ -1,0 +1,154 @@
+"""Turn a torchvision classifier into a ``CAMClassifier`` by splitting it at its global pooling.
+
+The network is traced with ``torch.fx``. The last global-average-pooling node
+splits the graph: everything before it becomes ``features`` (a ``GraphModule``
+that keeps the original parameter names), and what follows it must be one
+``nn.Linear`` with nothing but flatten/reshape/dropout around it. A network
+whose classifier is anything else (an MLP, attention pooling, ...) has no exact
+CAMs and is refused with a message that names what follows the pooling.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from robustcam.models.base import CAMClassifier
+
+
+class NotCAMCapableError(ValueError):
+    """A network whose classifier is not one linear layer after global average pooling."""
+
+
+_FLATTEN_METHODS = {"flatten", "view", "reshape", "squeeze", "contiguous"}
+_FLATTEN_FUNCTIONS = {torch.flatten, torch.squeeze, torch.reshape, operator.getitem}
+_POOL_FUNCTIONS = {F.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d}
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten)
+
+
+def _is_global_size(size: object) -> bool:
+    return size in (1, (1, 1), [1, 1])
+
+
+def _is_spatial_dims(dims: object) -> bool:
+    if isinstance(dims, (list, tuple)):
+        return sorted(int(d) % 4 for d in dims) == [2, 3]
+    return False
+
+
+def _is_global_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        return isinstance(module, nn.AdaptiveAvgPool2d) and _is_global_size(module.output_size)
+    if node.op == "call_function" and node.target in _POOL_FUNCTIONS:
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return _is_global_size(size)
+    if (node.op == "call_method" and node.target == "mean") or (
+        node.op == "call_function" and node.target is torch.mean
+    ):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return _is_spatial_dims(dims)
+    return False
+
+
+def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return f"{node.target} ({type(modules[str(node.target)]).__name__})"
+    target = node.target
+    return f"{getattr(target, '__name__', target)}"
+
+
+def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Conv2d):
+            if module.in_channels == in_channels:
+                return
+            new = nn.Conv2d(
+                in_channels,
+                module.out_channels,
+                kernel_size=module.kernel_size,  # type: ignore[arg-type]
+                stride=module.stride,  # type: ignore[arg-type]
+                padding=module.padding,  # type: ignore[arg-type]
+                dilation=module.dilation,  # type: ignore[arg-type]
+                groups=1 if module.groups == module.in_channels else module.groups,
+                bias=module.bias is not None,
+            )
+            parent_name, _, child = name.rpartition(".")
+            parent = net.get_submodule(parent_name) if parent_name else net
+            setattr(parent, child, new)
+            return
+    raise NotCAMCapableError("network has no Conv2d layer to take the input channels")
+
+
+def split_at_global_pool(net: nn.Module, *, name: str = "network") -> tuple[fx.GraphModule, nn.Linear, str]:
+    """Split ``net`` into (features, head, head's qualified name in ``net``).
+
+    Raises ``NotCAMCapableError`` when the network does not end in global average
+    pooling followed by exactly one ``nn.Linear``.
+    """
+    graph_module = fx.symbolic_trace(net)
+    modules = dict(graph_module.named_modules())
+    nodes = list(graph_module.graph.nodes)
+    pools = [node for node in nodes if _is_global_pool(node, modules)]
+    if not pools:
+        raise NotCAMCapableError(f"{name} is not CAM-capable: no global average pooling found")
+    pool = pools[-1]
+
+    head_name: str | None = None
+    after = nodes[nodes.index(pool) + 1 :]
+    for node in after:
+        if node.op == "output":
+            break
+        if node.op == "call_module":
+            module = modules[str(node.target)]
+            if isinstance(module, nn.Linear) and head_name is None:
+                head_name = str(node.target)
+                continue
+            if isinstance(module, _DROPOUT):
+                continue
+        elif node.op == "call_method" and node.target in _FLATTEN_METHODS:
+            continue
+        elif node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS:
+            continue
+        elif node.op == "get_attr":
+            continue
+        ops = ", ".join(_describe(n, modules) for n in after if n.op != "output")
+        raise NotCAMCapableError(
+            f"{name} is not CAM-capable: after global average pooling it applies [{ops}], "
+            "not a single nn.Linear"
+        )
+    if head_name is None:
+        raise NotCAMCapableError(f"{name} is not CAM-capable: no nn.Linear after global average pooling")
+
+    features_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in nodes[: nodes.index(pool)]:
+        env[node] = features_graph.node_copy(node, lambda n: env[n])
+    pooled_input = pool.args[0] if pool.args else pool.kwargs["input"]
+    assert isinstance(pooled_input, fx.Node)
+    features_graph.output(env[pooled_input])
+    features = fx.GraphModule(graph_module, features_graph)
+    head = modules[head_name]
+    assert isinstance(head, nn.Linear)
+    return features, head, head_name
+
+
+def from_torchvision(
+    net: nn.Module,
+    *,
+    arch: str,
+    in_channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> CAMClassifier:
+    """Adapt a torchvision-style classifier (conv backbone, GAP, one linear head)."""
+    if in_channels != 3:
+        _replace_first_conv(net, in_channels)
+    features, head, head_name = split_at_global_pool(net, name=arch)
+    return CAMClassifier(
+        features, head, in_channels=in_channels, mean=mean, std=std, arch=arch, head_source=head_name
+    )
