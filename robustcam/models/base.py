@@ -64,6 +64,9 @@ class CAMClassifier(nn.Module):
             used to load state_dicts saved by the network the model was adapted from.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self,
         features: nn.Module,
@@ -87,6 +90,11 @@ class CAMClassifier(nn.Module):
         self.head_source = head_source
         self.register_buffer("mean", _channel_stats(mean, in_channels, 0.5))
         self.register_buffer("std", _channel_stats(std, in_channels, 0.5))
+
+    def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        """Set the per-channel statistics the model normalises its [0, 1] inputs with."""
+        self.mean.copy_(_channel_stats(mean, self.in_channels, 0.5))
+        self.std.copy_(_channel_stats(std, self.in_channels, 0.5))
 
     @property
     def num_classes(self) -> int:

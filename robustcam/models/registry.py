@@ -40,7 +40,5 @@ def build_model(
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
     model = MODELS.get(arch)(num_classes, in_channels, **kwargs)
-    stats = CAMClassifier(model.features, model.head, in_channels=in_channels, mean=mean, std=std)
-    model.mean.copy_(stats.mean)
-    model.std.copy_(stats.std)
+    model.set_normalization(mean, std)
     return model

@@ -1,0 +1,244 @@
+"""Validated config models, YAML loading and ``--set a.b=value`` overrides.
+
+YAML goes into pydantic models that reject unknown keys; the error names the
+key, the file (or the override it came from) and the valid keys. CLI flags and
+``--set`` overrides are applied to the raw mapping before validation, so they
+are validated exactly like the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robustcam.data import DATASETS
+from robustcam.errors import ConfigError
+from robustcam.losses import LOSSES, loss_parameters
+from robustcam.models import MODELS
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    name: str = Field("digits", description="registered dataset name")
+    root: str | None = Field(None, description="data root; default $ROBUSTCAM_DATA or ~/.robustcam/data")
+    download: bool = Field(False, description="download missing torchvision datasets")
+    options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. canvas: 64")
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        DATASETS.get(value)
+        return value
+
+
+class ModelConfig(StrictModel):
+    arch: str = Field("smallcnn", description="registered architecture")
+    options: dict[str, Any] = Field(default_factory=dict, description="architecture options, e.g. width: 32")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        MODELS.get(value)
+        return value
+
+
+class LossConfig(BaseModel):
+    """``name`` selects the loss; a section per loss holds that loss's parameters.
+
+    Keeping every loss's parameters side by side lets a sweep switch ``loss.name``
+    without dropping or invalidating the others::
+
+        loss: {name: hnc, hnc: {k: 3, weight: 0.06}, focal: {gamma: 2}}
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "ce"
+
+    @model_validator(mode="after")
+    def _check_sections(self) -> LossConfig:
+        LOSSES.get(self.name)
+        for section, params in (self.model_extra or {}).items():
+            if section not in LOSSES:
+                raise ValueError(f"key {section!r} is neither 'name' nor a loss section: " + LOSSES.unknown_message(section))
+            if not isinstance(params, Mapping):
+                raise ValueError(f"loss.{section} must be a mapping of parameters, got {params!r}")
+            valid = loss_parameters(section)
+            unknown = sorted(set(params) - set(valid))
+            if unknown:
+                raise ValueError(
+                    f"unknown parameter(s) {', '.join(unknown)} for loss {section!r}; valid: {', '.join(valid)}"
+                )
+        return self
+
+    def params(self, name: str | None = None) -> dict[str, Any]:
+        """Parameters given for loss ``name`` (default: the selected loss)."""
+        return dict((self.model_extra or {}).get(name or self.name, {}))
+
+
+class OptimizerConfig(StrictModel):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ScheduleConfig(StrictModel):
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs where lr *= gamma")
+    gamma: float = Field(0.1, gt=0)
+
+
+Device = str
+AMP = Literal["auto", "none", "bf16", "fp16"]
+Augment = Literal["auto", "none", "crop", "crop_flip"]
+
+
+class TrainConfig(StrictModel):
+    """Everything that determines a training run."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    seed: int = 0
+    deterministic: bool = True
+    amp: AMP = "auto"
+    device: Device = "auto"
+    augment: Augment = "auto"
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        return value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (["a", "b"], value parsed as YAML: numbers, booleans, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value (e.g. loss.name=focal), got {text!r}")
+    path = [part for part in key.strip().split(".")]
+    if any(not part for part in path):
+        raise ConfigError(f"--set has an empty key part in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*/\s*\d+\s*", value):
+        value = raw.strip()  # keep fractions such as 8/255 as text; eps parsing handles them
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Set each dotted key in a nested mapping, creating intermediate mappings."""
+    for path, value in overrides:
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{file}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def describe_validation_error(
+    error: ValidationError, model: type[BaseModel], source: str, overridden: set[str]
+) -> str:
+    """One line naming the bad key, where it came from, and what is valid."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc)
+        from_overrides = sorted(o for o in overridden if o == key or o.startswith(f"{key}.") or not key)
+        origin = f"--set {', '.join(from_overrides)}" if from_overrides else source
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(model, loc)
+            hint = f" (valid: {', '.join(valid)})" if valid else ""
+            problems.append(f"{origin}: unknown key {key!r}{hint}")
+        else:
+            message = str(item["msg"]).removeprefix("Value error, ")
+            where = f"{key}: " if key else ""
+            problems.append(f"{origin}: {where}{message}")
+    return "; ".join(problems)
+
+
+def validate_config(
+    model: type[StrictModel], raw: Mapping[str, Any], *, source: str = "config", overridden: Iterable[str] = ()
+) -> Any:
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, model, source, set(overridden))) from None
+
+
+def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Read a train config (or the defaults), apply ``--set`` overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    parsed = [parse_override(text) for text in overrides]
+    apply_overrides(raw, parsed)
+    source = str(path) if path is not None else "defaults"
+    config: TrainConfig = validate_config(
+        TrainConfig, raw, source=source, overridden={".".join(p) for p, _ in parsed}
+    )
+    return config
+
+
+def config_to_dict(config: BaseModel) -> dict[str, Any]:
+    """Plain, YAML/JSON-ready data (what is saved next to results)."""
+    return config.model_dump(mode="json")
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,98 @@
+"""Device, seeding, determinism and mixed precision: what training and evaluation share.
+
+"Same seed, same device, same results": ``seed_everything`` seeds torch's
+generators, and ``set_deterministic`` asks PyTorch for deterministic kernels
+(cuDNN and cuBLAS included) on top of that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unavailable device is a ``ValueError``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available; valid here: auto, cpu")
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision.
+
+    ``auto`` means bf16 on CUDA devices that support it and full precision
+    elsewhere; an explicit ``bf16``/``fp16`` off CUDA is an error.
+    """
+    if amp == "none":
+        return None
+    if amp == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of auto, none, bf16, fp16, got {amp!r}")
+    if device.type != "cuda":
+        raise ValueError(f"amp={amp} needs a CUDA device, got {device.type}; use amp=none or amp=auto")
+    return AMP_DTYPES[amp]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Ask for deterministic kernels (warn, do not fail, where an op has none)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def derived_generator(seed: int, *streams: int) -> torch.Generator:
+    """A CPU generator for one named stream of randomness (e.g. seed, epoch).
+
+    Deriving every stream from (seed, stream ids) instead of drawing from one
+    global generator makes a resumed run draw exactly what an uninterrupted run
+    would have drawn.
+    """
+    mixed = np.random.SeedSequence([seed % 2**32, *streams]).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator()
+    generator.manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
+    return generator
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
