@@ -13,10 +13,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from robustcam.errors import RobustcamError
+from robustcam.train import TrainProgress
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,7 +80,7 @@ _NAMES = _lazy_names()
 # --------------------------------------------------------------------------- train
 
 
-class RichTrainProgress:
+class RichTrainProgress(TrainProgress):
     """Renders trainer events: a bar per epoch and one summary line per finished epoch."""
 
     def __init__(self, progress: Progress) -> None:

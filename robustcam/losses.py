@@ -286,12 +286,12 @@ def build_loss(name: str, **params: Any) -> Loss:
 
 
 __all__ = [
+    "HNC",
     "HNC_KINDS",
     "LOSSES",
     "CAMLoss",
     "CrossEntropy",
     "Focal",
-    "HNC",
     "Loss",
     "LossResult",
     "build_loss",

@@ -36,7 +36,7 @@ from robustcam.data import ImageDataset, load_dataset
 from robustcam.data.batches import iterate_batches, num_batches
 from robustcam.errors import NonFiniteLossError, RobustcamError
 from robustcam.io import atomic_torch_save, atomic_write_text
-from robustcam.losses import Loss, build_loss
+from robustcam.losses import Loss, LossResult, build_loss
 from robustcam.models import CAMClassifier, ModelOutput, build_model
 from robustcam.runtime import (
     autocast,
@@ -152,6 +152,33 @@ def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
         epoch = step // steps_per_epoch
         return float(schedule.gamma ** sum(epoch >= m for m in schedule.milestones))
     return 1.0
+
+
+def training_step(
+    model: CAMClassifier,
+    loss_fn: Loss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> tuple[ModelOutput, LossResult]:
+    """One optimisation step. Losses that need CAMs get ``forward_cams``; the others
+    the cheaper ``forward`` (features and CAMs are then empty tensors)."""
+    with autocast(device, amp_dtype):
+        if loss_fn.needs_cams:
+            output = model.forward_cams(images)
+        else:
+            logits = model(images)
+            output = ModelOutput(logits, logits.new_empty(0), logits.new_empty(0))
+        result = loss_fn(output, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(result.total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return output, result
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -317,17 +344,9 @@ def train(
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * factor
             images = augment_batch(batch.images, augment, generator)
-            with autocast(device, amp_dtype):
-                if loss_fn.needs_cams:
-                    output = model.forward_cams(images)
-                else:
-                    logits = model(images)
-                    output = ModelOutput(logits, logits.new_empty(0), logits.new_empty(0))
-                result = loss_fn(output, batch.labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(result.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            output, result = training_step(
+                model, loss_fn, optimizer, scaler, images, batch.labels, device=device, amp_dtype=amp_dtype
+            )
 
             n = len(batch.labels)
             seen += n
@@ -336,13 +355,13 @@ def train(
             for name, value in result.parts.items():
                 totals[name] = totals.get(name, 0) + value * n
             correct += (output.logits.detach().argmax(1) == batch.labels).sum()
-            if (step + 1) % _CHECK_FINITE_EVERY == 0 or step + 1 == steps_per_epoch:
-                if bool(bad):
-                    parts = ", ".join(f"{k}={float(v) / seen:.4g}" for k, v in totals.items())
-                    raise NonFiniteLossError(
-                        f"loss became NaN/inf in epoch {epoch + 1} by step {step + 1} ({parts}); "
-                        "lower the learning rate (optimizer.lr) or the loss weight"
-                    )
+            check_now = (step + 1) % _CHECK_FINITE_EVERY == 0 or step + 1 == steps_per_epoch
+            if check_now and bool(bad):
+                parts = ", ".join(f"{k}={float(v) / seen:.4g}" for k, v in totals.items())
+                raise NonFiniteLossError(
+                    f"loss became NaN/inf in epoch {epoch + 1} by step {step + 1} ({parts}); "
+                    "lower the learning rate (optimizer.lr) or the loss weight"
+                )
             progress.on_step(epoch=epoch + 1, step=step + 1)
 
         test_acc, test_loss = accuracy_and_loss(

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from robustcam.registry import Registry, UnknownNameError
 
 
 def test_register_and_get() -> None:
-    registry: Registry[object] = Registry("widget")
+    registry: Registry[Callable[..., object]] = Registry("widget")
     registry.register("alpha")(int)
     assert registry.get("alpha") is int
     assert "alpha" in registry and "beta" not in registry
@@ -14,14 +16,14 @@ def test_register_and_get() -> None:
 
 
 def test_duplicate_name_is_an_error() -> None:
-    registry: Registry[object] = Registry("widget")
+    registry: Registry[Callable[..., object]] = Registry("widget")
     registry.register("alpha")(int)
     with pytest.raises(ValueError, match="already registered"):
         registry.register("alpha")(float)
 
 
 def test_unknown_name_lists_valid_names_and_suggests() -> None:
-    registry: Registry[object] = Registry("widget")
+    registry: Registry[Callable[..., object]] = Registry("widget")
     registry.register("resnet18")(int)
     registry.register("smallcnn")(int)
     with pytest.raises(UnknownNameError) as info:

@@ -110,11 +110,7 @@ def split_at_global_pool(net: nn.Module, *, name: str = "network") -> tuple[fx.G
                 continue
             if isinstance(module, _DROPOUT):
                 continue
-        elif node.op == "call_method" and node.target in _FLATTEN_METHODS:
-            continue
-        elif node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS:
-            continue
-        elif node.op == "get_attr":
+        elif node.op == "call_method" and node.target in _FLATTEN_METHODS or node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS or node.op == "get_attr":
             continue
         ops = ", ".join(_describe(n, modules) for n in after if n.op != "output")
         raise NotCAMCapableError(
