@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from robustcam.errors import RobustcamError
-from robustcam.train import TrainProgress
+from robustcam.train import LOG_COLUMNS, TrainProgress
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,13 +101,11 @@ class RichTrainProgress(TrainProgress):
         self.progress.update(self.task, completed=step, description=f"epoch {epoch}/{self.epochs}")
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
-        parts = "  ".join(
-            f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "train_acc", "test_acc",
-                                                               "test_loss", "epoch_time_s", "images_per_s")
-        )
+        parts = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in LOG_COLUMNS)
         self.progress.console.print(
-            f"epoch {row['epoch']:>3}/{self.epochs}  {parts}  train {100 * row['train_acc']:5.1f}%  "
-            f"test {100 * row['test_acc']:5.1f}%  {row['images_per_s']:,.0f} img/s"
+            f"epoch {row['epoch']}/{self.epochs}  {parts}  train {100 * row['train_acc']:.1f}%  "
+            f"test {100 * row['test_acc']:.1f}%  {row['images_per_s']:,.0f} img/s",
+            soft_wrap=True,
         )
         if self.task is not None:
             self.progress.remove_task(self.task)

@@ -55,7 +55,8 @@ STATE_FILE = "train_state.pt"
 COMPLETE_FILE = "complete.json"
 
 _FLIP_DATASETS = ("cifar10", "cifar100", "imagefolder")
-_LOG_COLUMNS = ("epoch", "lr", "train_acc", "test_acc", "test_loss", "epoch_time_s", "images_per_s")
+# train_log.csv columns that are not loss parts
+LOG_COLUMNS = ("epoch", "lr", "train_acc", "test_acc", "test_loss", "epoch_time_s", "images_per_s")
 _CHECK_FINITE_EVERY = 20  # steps between host syncs for the NaN/inf check
 
 
@@ -411,7 +412,7 @@ def train(
             "test_loss": last["test_loss"],
             "train_acc": last["train_acc"],
             "train_loss": last["loss"],
-            "loss_parts": {k: v for k, v in last.items() if k not in _LOG_COLUMNS},
+            "loss_parts": {k: v for k, v in last.items() if k not in LOG_COLUMNS},
             "train_time_s": train_time,
         },
         "versions": _versions(),

@@ -1,0 +1,70 @@
+"""The ``robustcam`` command: help everywhere, one-line errors with exit code 2, a real train run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustcam.checkpoint import load_checkpoint
+from robustcam.cli import app, main
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    captured = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 0), captured.out, captured.err
+
+
+@pytest.mark.parametrize("command", [[], *[[c.name] for c in app.registered_commands if c.name]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run([*command, "--help"], capsys)
+    assert code == 0
+    assert "Usage:" in out and len(out) > 200
+
+
+def test_train_help_lists_the_registered_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = _run(["train", "--help"], capsys)
+    flat = " ".join(out.split())
+    for name in ("resnet18_cifar", "hnc", "cam_loss", "digits_scene"):
+        assert name in flat
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--arch", "resnet81"], "unknown architecture 'resnet81' (did you mean 'resnet18'?)"),
+        (["train", "--loss", "hcn"], "unknown loss 'hcn' (did you mean 'hnc'?)"),
+        (["train", "--set", "optimizer.learning_rate=1"], "unknown key 'optimizer.learning_rate'"),
+        (["train", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
+        (["train", "--dataset", "cifar10", "--data-root", "/nonexistent"], "/nonexistent"),
+        (["train", "--device", "tpu"], "device must be auto, cpu, cuda, cuda:N or mps"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert expected in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_train_writes_a_run_and_prints_the_closing_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--arch", "smallcnn", "--loss", "focal", "--epochs", "1",
+            "--set", "model.options.width=4", "--out", str(out)]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0
+    assert {"model.pt", "config.yaml", "train_log.csv", "complete.json"} <= {p.name for p in out.iterdir()}
+    flat = " ".join(stdout.split())
+    assert "test accuracy" in flat and "train focal" in flat
+    _, meta = load_checkpoint(out / "model.pt")
+    assert f"{100 * meta['metrics']['test_acc']:.2f}%" in flat
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0 and "already holds this finished run" in " ".join(stdout.split())
