@@ -1,0 +1,37 @@
+"""Attack specs, the attack registry, and the torchattacks / foolbox backends."""
+
+from robustcam.attacks import library as _library  # noqa: F401  (fills the registry)
+from robustcam.attacks.backends import BACKENDS, Backend, check_supported, get_backend
+from robustcam.attacks.base import (
+    ATTACKS,
+    NORMS,
+    Attack,
+    AttackNotSupportedError,
+    Norm,
+    attack_parameters,
+    build_attack,
+    format_eps,
+    list_attacks,
+    parse_eps,
+    parse_eps_list,
+    register_attack,
+)
+
+__all__ = [
+    "ATTACKS",
+    "BACKENDS",
+    "NORMS",
+    "Attack",
+    "AttackNotSupportedError",
+    "Backend",
+    "Norm",
+    "attack_parameters",
+    "build_attack",
+    "check_supported",
+    "format_eps",
+    "get_backend",
+    "list_attacks",
+    "parse_eps",
+    "parse_eps_list",
+    "register_attack",
+]

@@ -1,0 +1,98 @@
+"""Backends: run one attack once, at one eps, on one batch, with a given seed.
+
+``torchattacks`` is the default; ``foolbox`` is the second opinion used for
+cross-checks. Each backend returns adversarial images and nothing else: the
+caller re-predicts them with the model and checks bounds and budget itself,
+so no library's own success flag is trusted.
+
+Randomness (random starts) is drawn from torch's global generator by both
+libraries; each run forks the generator state and seeds it, so a run is
+reproducible and leaves the caller's generator untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import foolbox as fb
+import torch
+from torch import Tensor
+
+from robustcam.attacks.base import Attack, AttackNotSupportedError
+from robustcam.models import CAMClassifier
+from robustcam.registry import Registry
+
+BackendName = Literal["torchattacks", "foolbox"]
+
+
+class Backend:
+    """Runs an ``Attack`` with one attack library."""
+
+    name: str = "backend"
+
+    def supports(self, attack: Attack) -> bool:
+        """Whether the attack says how this backend's library builds it."""
+        builder = getattr(type(attack), self.name, None)
+        return builder is not None and builder is not getattr(Attack, self.name, None)
+
+    def run(
+        self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
+    ) -> Tensor:
+        """Adversarial images for ``images`` (float in [0, 1]); ``eps`` is None for minimal attacks."""
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._run(attack, model, images, labels, eps, seed=seed).detach()
+
+    def _run(
+        self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
+    ) -> Tensor:
+        raise AttackNotSupportedError(f"backend {self.name!r} runs no attacks")
+
+
+class TorchattacksBackend(Backend):
+    name = "torchattacks"
+
+    def _run(
+        self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
+    ) -> Tensor:
+        runner = attack.torchattacks(model, eps, num_classes=model.num_classes, seed=seed)
+        adversarial: Tensor = runner(images, labels)
+        return adversarial
+
+
+class FoolboxBackend(Backend):
+    name = "foolbox"
+
+    def _run(
+        self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
+    ) -> Tensor:
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=images.device)
+        runner = attack.foolbox(eps)
+        raw, clipped, success = runner(fmodel, images, labels, epsilons=eps)
+        adversarial: Tensor = clipped if eps is not None else raw
+        if attack.minimal:
+            # foolbox returns zeros where a minimisation attack found nothing; torchattacks returns
+            # the input. Use the input, so that a failed search means "no perturbation" in both.
+            adversarial = torch.where(success[:, None, None, None], adversarial, images)
+        return adversarial
+
+
+BackendFactory = Callable[[], Backend]
+BACKENDS: Registry[BackendFactory] = Registry("backend")
+BACKENDS.register("torchattacks")(TorchattacksBackend)
+BACKENDS.register("foolbox")(FoolboxBackend)
+
+
+def get_backend(name: str) -> Backend:
+    return BACKENDS.get(name)()
+
+
+def check_supported(attack: Attack, backend: str) -> None:
+    """Raise ``ValueError`` naming the backends that can run ``attack`` if ``backend`` cannot."""
+    if not get_backend(backend).supports(attack):
+        able = [name for name in BACKENDS.names() if get_backend(name).supports(attack)]
+        raise AttackNotSupportedError(
+            f"attack {attack.name!r} cannot run on backend {backend!r}; backends for it: {', '.join(able)}"
+        )
