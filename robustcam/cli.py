@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from robustcam.errors import RobustcamError
+from robustcam.evaluate import EvalProgress, EvalResult
 from robustcam.train import LOG_COLUMNS, TrainProgress
 
 console = Console()
@@ -71,7 +72,14 @@ def _lazy_names() -> dict[str, str]:
     from robustcam.losses import list_losses
     from robustcam.models import list_models
 
-    return {"datasets": _choices(list_datasets()), "archs": _choices(list_models()), "losses": _choices(list_losses())}
+    from robustcam.attacks import list_attacks
+
+    return {
+        "datasets": _choices(list_datasets()),
+        "archs": _choices(list_models()),
+        "losses": _choices(list_losses()),
+        "attacks": _choices(list_attacks()),
+    }
 
 
 _NAMES = _lazy_names()
@@ -188,6 +196,176 @@ def train(
     table.add_row("training time", f"{metrics['train_time_s']:.1f} s")
     console.print(table)
     console.print(f"saved {run_dir / 'model.pt'}, {run_dir / 'config.yaml'}, {run_dir / 'train_log.csv'}")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+class RichEvalProgress(EvalProgress):
+    """A progress bar per job: the clean pass, then one per attack and backend."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def on_job_start(self, name: str, total: int) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total)
+
+    def on_job_advance(self, name: str, completed: int) -> None:
+        self.progress.update(self.tasks[name], completed=completed)
+
+    def on_job_end(self, name: str) -> None:
+        self.progress.remove_task(self.tasks.pop(name))
+
+
+def _checkpoint_name(path: Path) -> str:
+    return path.parent.name if path.name == "model.pt" and path.parent.name else path.stem
+
+
+def _pct(value: float) -> str:
+    return "" if value != value else f"{100 * value:.1f}"
+
+
+def _render_eval(result: EvalResult, title: str) -> None:
+    from robustcam.attacks import format_eps
+
+    summary = result.summary
+    attacked = summary[~summary["attack"].isin(["clean"])]
+    budgets = attacked[["norm", "eps"]].drop_duplicates().sort_values(["norm", "eps"], ascending=[False, True])
+    matrix = Table(title=title, title_justify="left")
+    matrix.add_column("robust accuracy (%)")
+    for row in budgets.itertuples():
+        matrix.add_column(f"{row.norm} {format_eps(row.eps, row.norm)}", justify="right")
+    for (attack, backend), group in attacked.groupby(["attack", "backend"], sort=False):
+        values = {(r.norm, r.eps): r.robust_acc for r in group.itertuples()}
+        label = "worst case (per sample)" if attack == "worst" else f"{attack} ({backend})"
+        style = "bold" if attack == "worst" else None
+        matrix.add_row(label, *[_pct(values.get((b.norm, b.eps), float("nan"))) for b in budgets.itertuples()],
+                       style=style)
+    console.print(matrix)
+
+    details = Table(title="per attack and eps", title_justify="left")
+    several_backends = attacked["backend"].nunique() > 2  # "all" (worst case) plus two libraries
+    columns = ["attack", *(["backend"] if several_backends else []), "eps", "robust %", "success %",
+               "median norm", "attacked", "img/s"]  # fmt: skip
+    for column in columns:
+        details.add_column(column, justify="left" if column in ("attack", "backend") else "right")
+    for row in summary[~summary["attack"].isin(["clean", "worst"])].itertuples():
+        cells = [
+            row.attack, *([row.backend] if several_backends else []), format_eps(row.eps, row.norm),
+            _pct(row.robust_acc), _pct(row.attack_success_rate),
+            "" if row.median_norm != row.median_norm else f"{row.median_norm:.4f}",
+            str(row.n_attacked), "" if row.images_per_s != row.images_per_s else f"{row.images_per_s:,.0f}",
+        ]  # fmt: skip
+        details.add_row(*cells)
+    console.print(details)
+    if not result.agreement.empty:
+        agreement = Table(title="torchattacks vs foolbox", title_justify="left")
+        for column in ("attack", "eps", "torchattacks %", "foolbox %", "difference (points)", "same verdict %"):
+            agreement.add_column(column, justify="left" if column == "attack" else "right")
+        for row in result.agreement.itertuples():
+            agreement.add_row(
+                row.attack, format_eps(row.eps, row.norm), _pct(row.robust_acc_torchattacks),
+                _pct(row.robust_acc_foolbox), f"{row.difference_points:+.1f}", _pct(row.agreement_rate),
+            )  # fmt: skip
+        console.print(agreement)
+    for flag in result.flags:
+        console.print(f"[yellow]warning ({flag.check}):[/] {flag.message}", highlight=False)
+
+
+@app.command("eval")
+def eval_command(
+    ckpt: Annotated[Path, typer.Option(help="Checkpoint: model.pt, a run directory, a bare state_dict or .safetensors.")],
+    attacks: Annotated[str | None, typer.Option(help=f"Comma-separated attacks: {_NAMES['attacks']} (default pgd).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Linf budgets in pixel units (default 1/255,2/255,4/255,8/255).")] = None,
+    eps_l2: Annotated[str | None, typer.Option(help="L2 budgets for L2 attacks (default 0.25,0.5,1.0).")] = None,
+    backend: Annotated[str | None, typer.Option(help="torchattacks (default), foolbox, or both.")] = None,
+    n: Annotated[int | None, typer.Option(help="Evaluate a seeded random subset of n samples (default all).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per attack call (default 256).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps of every iterative attack (pgd 10, cw 100 by default).")] = None,
+    attack_param: Annotated[
+        list[str] | None, typer.Option(help="Attack parameter, e.g. cw.c=0.5 or pgd.step_factor=2 (repeatable).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the sample subset and random starts (default 0).")] = None,
+    cascade: Annotated[bool, typer.Option(help="Attack a larger eps only where a smaller one failed.")] = True,
+    sanity: Annotated[bool, typer.Option(help="Run the gradient-masking and evaluation sanity checks.")] = True,
+    save_adv: Annotated[bool, typer.Option("--save-adv", help="Also write the adversarial examples to --out/adv/.")] = False,
+    arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Class count of a bare state_dict.")] = None,
+    data: Annotated[str | None, typer.Option(help=f"Dataset (default: the checkpoint's): {_NAMES['datasets']}.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
+    download: Annotated[bool, typer.Option("--download", help="Download a missing torchvision dataset.")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML eval config (or a file with an eval: section).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override an eval config key (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default reports/<checkpoint name>/).")] = None,
+) -> None:
+    """Attack one checkpoint with a matrix of attacks x eps x backends; writes per_sample.csv, summary.csv, summary.json."""
+    from robustcam.checkpoint import load_checkpoint
+    from robustcam.config import config_to_dict, load_eval_config
+    from robustcam.data import load_dataset
+    from robustcam.evaluate import evaluate, write_eval
+    from robustcam.runtime import resolve_device
+
+    backends = None if backend is None else (["torchattacks", "foolbox"] if backend == "both" else [backend])
+    if backend is not None and backend not in ("torchattacks", "foolbox", "both"):
+        raise ValueError(f"unknown backend {backend!r}; valid: torchattacks, foolbox, both")
+    flags = {
+        "attacks": None if attacks is None else f"[{attacks}]",
+        "eps": None if eps is None else f"[{eps}]",
+        "eps_l2": None if eps_l2 is None else f"[{eps_l2}]",
+        "backends": None if backends is None else f"[{','.join(backends)}]",
+        "n": n, "batch_size": batch_size, "steps": steps, "seed": seed, "device": device,
+        "cascade": None if cascade else False, "sanity": None if sanity else False,
+        "save_adv": True if save_adv else None,
+    }  # fmt: skip
+    settings = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    for item in attack_param or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--attack-param expects attack.param=value (e.g. cw.c=0.5), got {item!r}")
+        settings.append(f"attack_params.{key}={value}")
+    cfg = load_eval_config(config, [*settings, *(overrides or [])])
+
+    run_device = resolve_device(cfg.device)
+    model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
+    stored = meta.get("data") or {}
+    data_name = data or stored.get("name")
+    if data_name is None:
+        from robustcam.data import list_datasets
+
+        raise ValueError(f"checkpoint {ckpt} records no dataset; pass --data (valid: {', '.join(list_datasets())})")
+    options = stored.get("options", {}) if data_name == stored.get("name") else {}
+    root = data_root or stored.get("root")
+    dataset = load_dataset(data_name, cfg.split, root=root, download=download, **options)
+    out_dir = out or Path("reports") / _checkpoint_name(ckpt)
+    for warning in meta.get("warnings", []):
+        console.print(f"[yellow]checkpoint:[/] {warning}", highlight=False)
+    attack_objects = cfg.build_attacks()
+    console.print(
+        f"[bold]robustcam eval[/] {ckpt} ({meta.get('arch')}, {meta.get('loss', {}).get('name', 'unknown loss')}) "
+        f"on {data_name}/{cfg.split}: {', '.join(map(repr, attack_objects))} with {', '.join(cfg.backends)} "
+        f"on {run_device}",
+        highlight=False,
+    )
+    with _progress() as progress:
+        result = evaluate(
+            model, dataset, attack_objects, eps=cfg.eps, eps_l2=cfg.eps_l2, backends=cfg.backends, n=cfg.n,
+            batch_size=cfg.batch_size, cascade=cfg.cascade, seed=cfg.seed, sanity=cfg.sanity,
+            adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress),
+        )  # fmt: skip
+    record = {
+        "eval": config_to_dict(cfg),
+        "checkpoint": str(ckpt),
+        "checkpoint_meta": {k: meta.get(k) for k in ("arch", "num_classes", "loss", "noise", "seed", "dataset",
+                                                     "metrics", "config_digest", "warnings") if k in meta},
+        "data": {"name": data_name, "split": cfg.split, "options": options},
+    }  # fmt: skip
+    write_eval(result, out_dir, config=record)
+    clean = result.meta["clean_accuracy"]
+    _render_eval(result, f"{_checkpoint_name(ckpt)} on {data_name} (n={result.meta['n_samples']}, "
+                         f"clean accuracy {100 * clean:.1f}%)")  # fmt: skip
+    console.print(f"saved {out_dir / 'per_sample.csv'}, {out_dir / 'summary.csv'}, {out_dir / 'summary.json'}")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -14,10 +14,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from robustcam.attacks import (
+    ATTACKS,
+    Attack,
+    attack_parameters,
+    build_attack,
+    check_supported,
+    get_backend,
+    parse_eps_list,
+)
 from robustcam.data import DATASETS
 from robustcam.errors import ConfigError
+from robustcam.evaluate import DEFAULT_EPS, DEFAULT_EPS_L2
 from robustcam.losses import LOSSES, loss_parameters
 from robustcam.models import MODELS
 
@@ -201,7 +219,8 @@ def describe_validation_error(
     for item in error.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(p) for p in loc)
-        from_overrides = sorted(o for o in overridden if o == key or o.startswith(f"{key}.") or not key)
+        named = ".".join(str(p) for p in loc if not isinstance(p, int))  # list positions are not keys
+        from_overrides = sorted(o for o in overridden if o == named or o.startswith(f"{named}.") or not named)
         origin = f"--set {', '.join(from_overrides)}" if from_overrides else source
         if item["type"] == "extra_forbidden":
             valid = _valid_keys(model, loc)
@@ -242,3 +261,121 @@ def config_to_dict(config: BaseModel) -> dict[str, Any]:
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+BackendName = Literal["torchattacks", "foolbox"]
+
+
+def _budgets(values: Iterable[str]) -> list[str | float]:
+    budgets: list[str | float] = list(values)
+    return budgets
+
+
+def _torchattacks() -> list[BackendName]:
+    return ["torchattacks"]
+
+
+class EvalConfig(StrictModel):
+    """The attack matrix for ``robustcam eval`` (also the ``eval:`` section of sweep configs)."""
+
+    attacks: list[str] = Field(default_factory=lambda: ["pgd"], description="registered attack names")
+    eps: list[str | float] = Field(default_factory=lambda: _budgets(DEFAULT_EPS), description="Linf, pixel units")
+    eps_l2: list[str | float] = Field(default_factory=lambda: _budgets(DEFAULT_EPS_L2), description="L2 budgets")
+    backends: list[BackendName] = Field(default_factory=lambda: _torchattacks())
+    n: int | None = Field(None, ge=1, description="evaluate a seeded random subset of this size")
+    batch_size: int = Field(256, ge=1)
+    split: Literal["test", "train"] = "test"
+    seed: int = 0
+    cascade: bool = True
+    sanity: bool = True
+    steps: int | None = Field(None, ge=1, description="steps of every iterative attack")
+    attack_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-attack parameters, e.g. cw: {c: 0.5}"
+    )
+    device: Device = "auto"
+    save_adv: bool = False
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError(f"give at least one attack; valid: {', '.join(ATTACKS.names())}")
+        for name in values:
+            ATTACKS.get(name)
+        return list(dict.fromkeys(values))
+
+    @field_validator("backends")
+    @classmethod
+    def _some_backend(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("give at least one backend; valid: torchattacks, foolbox")
+        return list(dict.fromkeys(values))
+
+    @field_validator("eps", "eps_l2")
+    @classmethod
+    def _valid_eps(cls, values: list[str | float], info: ValidationInfo) -> list[str | float]:
+        parse_eps_list(values, norm="Linf" if info.field_name == "eps" else "L2")
+        return values
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return TrainConfig._check_device(value)
+
+    @model_validator(mode="after")
+    def _check_attack_params(self) -> EvalConfig:
+        for name, params in self.attack_params.items():
+            valid = attack_parameters(ATTACKS.get(name))
+            unknown = sorted(set(params) - set(valid))
+            if unknown:
+                raise ValueError(
+                    f"unknown parameter(s) {', '.join(unknown)} for attack {name!r}; valid: {', '.join(valid) or 'none'}"
+                )
+        for attack in self.build_attacks():
+            if not (self.eps if attack.norm == "Linf" else self.eps_l2):
+                flag = "eps" if attack.norm == "Linf" else "eps_l2"
+                kind = "minimal-perturbation" if attack.minimal else "bounded"
+                raise ValueError(
+                    f"{attack.name} is a {kind} {attack.norm} attack: give its budgets in {flag} "
+                    f"(--{flag.replace('_', '-')})"
+                )
+            if not any(get_backend(b).supports(attack) for b in self.backends):
+                check_supported(attack, self.backends[0])
+        norms = {attack.norm for attack in self.build_attacks()}
+        for field, norm in (("eps", "Linf"), ("eps_l2", "L2")):
+            if field in self.model_fields_set and self.__dict__[field] and norm not in norms:
+                names = ", ".join(self.attacks)
+                other = "eps_l2 (--eps-l2)" if norm == "Linf" else "eps (--eps)"
+                raise ValueError(
+                    f"{field} gives {norm} budgets but no {norm} attack runs ({names}); give their budgets in {other}"
+                )
+        return self
+
+    def build_attacks(self) -> list[Attack]:
+        """The configured attacks; ``steps`` applies to every attack that has steps, and
+        ``attack_params`` (more specific) wins over it."""
+        built = []
+        for name in self.attacks:
+            params: dict[str, Any] = {}
+            if self.steps is not None and "steps" in attack_parameters(ATTACKS.get(name)):
+                params["steps"] = self.steps
+            params.update(self.attack_params.get(name, {}))
+            built.append(build_attack(name, **params))
+        return built
+
+
+def load_eval_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> EvalConfig:
+    """Read an eval config (a file that is one, or the ``eval:`` section of a file), apply overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    if "eval" in raw and isinstance(raw["eval"], dict):
+        raw = raw["eval"]
+    parsed = [parse_override(text) for text in overrides]
+    apply_overrides(raw, parsed)
+    source = str(path) if path is not None else "defaults"
+    config: EvalConfig = validate_config(
+        EvalConfig, raw, source=source, overridden={".".join(p) for p, _ in parsed}
+    )
+    return config
