@@ -274,7 +274,7 @@ def evaluate(
             best: dict[str, Any] = {
                 "adv_pred": clean_pred[sl].clone(), "margin": clean_margin[sl].clone(),
                 "linf": torch.zeros(size), "l2": torch.zeros(size), "valid": torch.ones(size, dtype=torch.bool),
-                "source_eps": torch.full((size,), math.nan), "violation": [""] * size,
+                "source_eps": torch.full((size,), math.nan, dtype=torch.float64), "violation": [""] * size,
             }  # fmt: skip
             broken = torch.zeros(size, dtype=torch.bool)
             if attack.minimal:
@@ -373,7 +373,7 @@ def evaluate(
 def _fresh_row(size: int) -> dict[str, Any]:
     return {
         "attacked": torch.zeros(size, dtype=torch.bool),
-        "source_eps": torch.full((size,), math.nan),
+        "source_eps": torch.full((size,), math.nan, dtype=torch.float64),  # exactly the eps it broke at
         "adv_pred": torch.full((size,), -1, dtype=torch.long),
         "success": torch.zeros(size, dtype=torch.bool),
         "valid": torch.ones(size, dtype=torch.bool),
@@ -413,7 +413,8 @@ def _fill(row: dict[str, Any], targets: Tensor, measured: _Measured, budget: flo
     row["l2"][targets] = measured.l2.cpu()
     row["valid"][targets] = valid
     row["success"][targets] = broken
-    row["source_eps"][targets] = torch.where(broken, torch.full_like(size, budget), torch.full_like(size, math.nan))
+    source = torch.full(size.shape, budget, dtype=torch.float64)  # float64: exactly the eps it broke at
+    row["source_eps"][targets] = torch.where(broken, source, torch.full_like(source, math.nan))
     for k in (~valid | ~in_range).nonzero().squeeze(1).tolist():
         problems = [] if bool(in_range[k]) else ["outside [0, 1]"]
         if not minimal and not bool(within[k]):
@@ -440,7 +441,10 @@ def _append(
 
 
 def _column(parts: list[Any]) -> Any:
-    return np.concatenate(parts) if parts else np.array([])
+    column = np.concatenate(parts) if parts else np.array([])
+    # float64, because float32 values written to CSV do not read back exactly and the
+    # summary must recompute exactly from per_sample.csv
+    return column.astype(np.float64) if column.dtype == np.float32 else column
 
 
 def _save_adv(

@@ -68,3 +68,76 @@ def test_train_writes_a_run_and_prints_the_closing_table(
     assert f"{100 * meta['metrics']['test_acc']:.2f}%" in flat
     code, stdout, _ = _run(argv, capsys)
     assert code == 0 and "already holds this finished run" in " ".join(stdout.split())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "ce"
+    main_args = ["train", "--epochs", "2", "--set", "model.options.width=4", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(main_args)
+    return out / "model.pt"
+
+
+def test_eval_writes_records_and_prints_the_matrix(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from robustcam.evaluate import summarize
+
+    out = tmp_path / "report"
+    argv = ["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm,pgd", "--eps", "2/255,8/255", "--n", "40",
+            "--steps", "3", "--out", str(out)]  # fmt: skip
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0
+    flat = " ".join(stdout.split())
+    assert "Linf 2/255" in flat and "Linf 8/255" in flat and "worst case" in flat
+    per_sample = pd.read_csv(out / "per_sample.csv", keep_default_na=False, na_values=[""])
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(per_sample) == 40 * 2 * 2
+    recomputed = summarize(per_sample)
+    pd.testing.assert_frame_equal(
+        recomputed[["attack", "eps", "robust_acc"]], summary[["attack", "eps", "robust_acc"]], check_dtype=False
+    )
+    payload = __import__("json").loads((out / "summary.json").read_text())
+    assert payload["config"]["eval"]["steps"] == 3 and payload["meta"]["versions"]["torchattacks"]
+    assert payload["config"]["data"]["name"] == "digits"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--attacks", "pgdd"], "unknown attack 'pgdd' (did you mean 'pgd'?)"),
+        (["--eps", "2"], "Linf eps must be in [0, 1]"),
+        (["--eps", "-1/255"], "eps must be >= 0"),
+        (["--backend", "fool"], "unknown backend 'fool'; valid: torchattacks, foolbox, both"),
+        (["--attacks", "cw", "--eps", "8/255"], "eps gives Linf budgets but no Linf attack runs (cw)"),
+        (["--attacks", "apgd", "--backend", "foolbox"], "backends for it: torchattacks"),
+        (["--attack-param", "cw.cc=1", "--attacks", "cw"], "unknown parameter(s) cc for attack 'cw'"),
+        (["--data", "cifar10", "--data-root", "/nonexistent"], "/nonexistent"),
+    ],
+)
+def test_eval_bad_input_is_one_line_and_exit_code_2(
+    checkpoint: Path, extra: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["eval", "--ckpt", str(checkpoint), *extra], capsys)
+    assert code == 2
+    assert expected in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_eval_of_a_bare_state_dict_needs_an_arch(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from robustcam.checkpoint import load_checkpoint as load
+
+    model, _ = load(checkpoint)
+    bare = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), bare)
+    code, _, err = _run(["eval", "--ckpt", str(bare)], capsys)
+    assert code == 2 and "has no metadata; pass --arch" in " ".join(err.split())
+    code, _, err = _run(["eval", "--ckpt", str(bare), "--arch", "smallcnn"], capsys)
+    assert code == 2 and "does not fit arch 'smallcnn'" in " ".join(err.split())  # trained with width 4
