@@ -289,6 +289,9 @@ def eval_command(
     seed: Annotated[int | None, typer.Option(help="Seed for the sample subset and random starts (default 0).")] = None,
     cascade: Annotated[bool, typer.Option(help="Attack a larger eps only where a smaller one failed.")] = True,
     sanity: Annotated[bool, typer.Option(help="Run the gradient-masking and evaluation sanity checks.")] = True,
+    cam_stats: Annotated[
+        bool, typer.Option(help="Record negative-CAM statistics of every clean and adversarial example.")
+    ] = True,
     save_adv: Annotated[bool, typer.Option("--save-adv", help="Also write the adversarial examples to --out/adv/.")] = False,
     arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Class count of a bare state_dict.")] = None,
@@ -317,6 +320,7 @@ def eval_command(
         "backends": None if backends is None else f"[{','.join(backends)}]",
         "n": n, "batch_size": batch_size, "steps": steps, "seed": seed, "device": device,
         "cascade": None if cascade else False, "sanity": None if sanity else False,
+        "cam_stats": None if cam_stats else False,
         "save_adv": True if save_adv else None,
     }  # fmt: skip
     settings = [f"{key}={value}" for key, value in flags.items() if value is not None]
@@ -352,6 +356,7 @@ def eval_command(
         result = evaluate(
             model, dataset, attack_objects, eps=cfg.eps, eps_l2=cfg.eps_l2, backends=cfg.backends, n=cfg.n,
             batch_size=cfg.batch_size, cascade=cfg.cascade, seed=cfg.seed, sanity=cfg.sanity,
+            cam_stats=cfg.cam_stats, cam_topk=cfg.cam_topk,
             adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress),
         )  # fmt: skip
     record = {

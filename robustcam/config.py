@@ -291,6 +291,8 @@ class EvalConfig(StrictModel):
     seed: int = 0
     cascade: bool = True
     sanity: bool = True
+    cam_stats: bool = Field(True, description="record negative-CAM statistics of every example")
+    cam_topk: int | None = Field(None, ge=1, description="k of the top-k negative-class statistics")
     steps: int | None = Field(None, ge=1, description="steps of every iterative attack")
     attack_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-attack parameters, e.g. cw: {c: 0.5}"

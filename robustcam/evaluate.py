@@ -38,6 +38,7 @@ from torch import Tensor
 
 import robustcam
 from robustcam.attacks import Attack, Norm, build_attack, check_supported, format_eps, get_backend, parse_eps_list
+from robustcam.cam import localization_iou, negative_cam_stats, peak_location, resolve_topk
 from robustcam.data import ImageDataset, check_pixel_range
 from robustcam.data.batches import iterate_batches
 from robustcam.io import atomic_torch_save, atomic_write_text
@@ -55,6 +56,10 @@ RECORD_COLUMNS = (
     "index", "label", "clean_pred", "clean_correct", "clean_margin", "attack", "backend", "norm", "eps",
     "attacked", "source_eps", "adv_pred", "success", "robust", "valid", "linf", "l2", "margin", "violation",
 )  # fmt: skip
+# then, with CAM statistics: clean_<stat>, adv_<stat> (robustcam.cam.STAT_NAMES), adv_peak_gain,
+# true_peak_shift, and clean_loc_iou / adv_loc_iou for datasets with boxes
+EXAMPLE_COUNT = 8  # samples kept with their CAMs in examples.pt
+_PERTURBATION_COLUMNS = ("linf", "l2", "adv_peak_gain", "true_peak_shift")  # zero for a clean input
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class EvalResult:
     flags: tuple[SanityFlag, ...] = ()
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # torchattacks vs foolbox
     meta: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, Any] | None = None  # a few samples with their CAMs, clean and adversarial
 
 
 class EvalProgress:
@@ -115,24 +121,88 @@ def logit_margin(logits: Tensor, labels: Tensor) -> Tensor:
     return true - others.max(dim=1).values
 
 
-@dataclass(frozen=True)
-class _Measured:
-    pred: Tensor
-    margin: Tensor
-    linf: Tensor
-    l2: Tensor
-    in_range: Tensor
+class _Measurer:
+    """Everything recorded about an example, from one forward pass (``forward_cams``).
 
+    For each example: the model's prediction and logit margin, the perturbation's
+    Linf and L2 norms, whether it lies in [0, 1], and (``cam_stats``) the
+    negative-CAM statistics, the peak gain of the predicted class over the clean
+    input, the shift of the true class's CAM peak, and the localisation IoU.
+    The CAM part costs one einsum on the last feature maps, not another network pass.
+    """
 
-@torch.no_grad()
-def _measure(model: CAMClassifier, clean: Tensor, adversarial: Tensor, labels: Tensor) -> _Measured:
-    logits = model(adversarial).float()
-    delta = (adversarial - clean).flatten(1).float()
-    flat = adversarial.flatten(1)
-    in_range = (flat.min(dim=1).values >= 0) & (flat.max(dim=1).values <= 1)
-    return _Measured(
-        logits.argmax(1), logit_margin(logits, labels), delta.abs().amax(1), delta.norm(dim=1), in_range
-    )
+    def __init__(self, model: CAMClassifier, total: int, *, cam_stats: bool, cam_topk: int | None,
+                 boxes: Tensor | None) -> None:  # fmt: skip
+        self.model = model
+        self.cam_stats = cam_stats
+        self.topk = resolve_topk(cam_topk, model.num_classes) if cam_stats else 0
+        self.boxes = boxes
+        self.clean_peaks = torch.zeros(total, model.num_classes) if cam_stats else torch.zeros(0)
+        self.clean_true_peak = torch.zeros(total, 2, dtype=torch.long)
+        self.image_size = (0, 0)
+
+    def _forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        with torch.no_grad():
+            if not self.cam_stats:
+                return self.model(images).float(), None
+            output = self.model.forward_cams(images)
+            return output.logits.float(), output.cams.float()
+
+    def _cam_values(self, cams: Tensor, labels: Tensor, pred: Tensor, rows: Tensor | slice) -> dict[str, Tensor]:
+        stats = negative_cam_stats(cams, labels, k=self.topk)
+        values = {f"adv_{name}": value.cpu() for name, value in stats.items()}
+        if self.boxes is not None:
+            values["adv_loc_iou"] = localization_iou(cams, pred, self.boxes[rows], self.image_size)
+        return values
+
+    def measure_clean(self, images: Tensor, labels: Tensor, rows: slice) -> dict[str, Tensor]:
+        """The clean input as an example (zero perturbation); remembers its CAM peaks."""
+        self.image_size = (int(images.shape[-2]), int(images.shape[-1]))
+        logits, cams = self._forward(images)
+        pred = logits.argmax(1)
+        size = len(labels)
+        values = {"adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
+                  "linf": torch.zeros(size), "l2": torch.zeros(size)}  # fmt: skip
+        if cams is not None:
+            values.update(self._cam_values(cams, labels, pred, rows))
+            self.clean_peaks[rows] = cams.flatten(2).amax(2).cpu()
+            self.clean_true_peak[rows] = peak_location(cams[torch.arange(size), labels]).cpu()
+            values["adv_peak_gain"] = torch.zeros(size)
+            values["true_peak_shift"] = torch.zeros(size)
+        return values
+
+    def measure(self, clean: Tensor, adversarial: Tensor, labels: Tensor, rows: Tensor) -> dict[str, Tensor]:
+        """Measurements of adversarial examples of the clean inputs at positions ``rows``."""
+        logits, cams = self._forward(adversarial)
+        pred = logits.argmax(1)
+        delta = (adversarial - clean).flatten(1).float()
+        flat = adversarial.flatten(1)
+        values = {
+            "adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
+            "linf": delta.abs().amax(1).cpu(), "l2": delta.norm(dim=1).cpu(),
+            "in_range": ((flat.min(dim=1).values >= 0) & (flat.max(dim=1).values <= 1)).cpu(),
+        }  # fmt: skip
+        if cams is not None:
+            values.update(self._cam_values(cams, labels, pred, rows))
+            index = torch.arange(len(labels), device=cams.device)
+            peaks = cams.flatten(2).amax(2).cpu()
+            pred_cpu = pred.cpu()
+            values["adv_peak_gain"] = (peaks - self.clean_peaks[rows]).gather(1, pred_cpu[:, None]).squeeze(1)
+            moved = peak_location(cams[index, labels]).cpu() - self.clean_true_peak[rows]
+            values["true_peak_shift"] = moved.float().norm(dim=1)
+        return values
+
+    def examples(self, images: Tensor, labels: Tensor, indices: Tensor) -> dict[str, Any]:
+        """A few clean samples with their raw CAMs, for figures (``examples.pt``)."""
+        logits, cams = self._forward(images)
+        assert cams is not None
+        return {"indices": indices.cpu(), "labels": labels.cpu(), "clean_pred": logits.argmax(1).cpu(),
+                "images": images.cpu(), "cams": cams.cpu(), "adv": {}}  # fmt: skip
+
+    def example_outputs(self, images: Tensor) -> dict[str, Tensor]:
+        logits, cams = self._forward(images)
+        assert cams is not None
+        return {"images": images.cpu(), "cams": cams.cpu(), "pred": logits.argmax(1).cpu()}
 
 
 def _resolve_attacks(attacks: Sequence[Attack | str]) -> list[Attack]:
@@ -173,6 +243,8 @@ def evaluate(
     cascade: bool = True,
     seed: int = 0,
     sanity: bool = True,
+    cam_stats: bool = True,
+    cam_topk: int | None = None,
     adv_dir: str | Path | None = None,
     progress: EvalProgress | None = None,
 ) -> EvalResult:
@@ -191,6 +263,10 @@ def evaluate(
         cascade: attack a larger eps only where a smaller one failed (see module docstring).
         seed: seeds sample selection and every random start.
         sanity: run the sanity checks (gradient masking, large-eps PGD, ...).
+        cam_stats: record negative-CAM statistics of every clean and adversarial example
+            (``clean_*``/``adv_*`` columns, peak gain, peak shift, localisation IoU where the
+            dataset has boxes) and keep a few examples with their CAMs for figures.
+        cam_topk: k of the top-k negative-class statistics (default ``min(5, C - 1)``).
         adv_dir: if given, adversarial examples are saved there, one file per batch.
         progress: receives job start/advance/end events.
     """
@@ -222,10 +298,13 @@ def evaluate(
     total = len(positions)
     adv_root = Path(adv_dir) if adv_dir is not None else None
 
-    # ---- clean pass: predictions, margins, and a gradient probe on the first batch
-    clean_pred = torch.empty(total, dtype=torch.long)
-    clean_margin = torch.empty(total)
+    measurer = _Measurer(model, total, cam_stats=cam_stats, cam_topk=cam_topk,
+                         boxes=dataset.boxes[positions] if cam_stats and dataset.boxes is not None else None)  # fmt: skip
+
+    # ---- clean pass: predictions, margins, CAM statistics, and a gradient probe on the first batch
     labels_all = torch.empty(total, dtype=torch.long)
+    clean: dict[str, Tensor] = {}
+    examples: dict[str, Any] = {}
     zero_grad_samples = probed = 0
     progress.on_job_start("clean", total)
     start = 0
@@ -238,20 +317,21 @@ def evaluate(
             (grad,) = torch.autograd.grad(F.cross_entropy(logits, batch.labels, reduction="sum"), images)
             zero_grad_samples = int((grad.flatten(1).abs().amax(1) == 0).sum())
             probed = len(batch.labels)
-            logits = logits.detach()
-        else:
-            with torch.no_grad():
-                logits = model(batch.images).float()
-        clean_pred[start:stop] = logits.argmax(1).cpu()
-        clean_margin[start:stop] = logit_margin(logits, batch.labels).cpu()
+        values = measurer.measure_clean(batch.images, batch.labels, slice(start, stop))
+        for key, value in values.items():
+            clean.setdefault(key, torch.empty(total, dtype=value.dtype))[start:stop] = value
         labels_all[start:stop] = batch.labels.cpu()
+        if batch_index == 0 and cam_stats:
+            examples = measurer.examples(batch.images[:EXAMPLE_COUNT], batch.labels[:EXAMPLE_COUNT],
+                                         positions[:EXAMPLE_COUNT])  # fmt: skip
         start = stop
         progress.on_job_advance("clean", stop)
     progress.on_job_end("clean")
+    clean_pred = clean.get("adv_pred", torch.empty(0, dtype=torch.long))
     clean_correct = clean_pred == labels_all
 
     # ---- the attack matrix
-    columns: dict[str, list[Any]] = {name: [] for name in RECORD_COLUMNS}
+    columns: dict[str, list[Any]] = {}
     timings: list[dict[str, Any]] = []
     for attack, backend_name in jobs:
         backend = get_backend(backend_name)
@@ -264,65 +344,48 @@ def evaluate(
         for batch_index, batch in enumerate(iterate_batches(dataset, batch_size, order=positions, device=device)):
             stop = start + len(batch.labels)
             sl = slice(start, stop)
-            base = {
-                "index": positions[sl], "label": labels_all[sl], "clean_pred": clean_pred[sl],
-                "clean_correct": clean_correct[sl], "clean_margin": clean_margin[sl],
-            }  # fmt: skip
-            correct = clean_correct[sl].to(device)
-            size = len(batch.labels)
-            # what is known about each sample's best adversarial example so far
-            best: dict[str, Any] = {
-                "adv_pred": clean_pred[sl].clone(), "margin": clean_margin[sl].clone(),
-                "linf": torch.zeros(size), "l2": torch.zeros(size), "valid": torch.ones(size, dtype=torch.bool),
-                "source_eps": torch.full((size,), math.nan, dtype=torch.float64), "violation": [""] * size,
-            }  # fmt: skip
-            broken = torch.zeros(size, dtype=torch.bool)
-            if attack.minimal:
+            base = {"index": positions[sl], "label": labels_all[sl], "clean_correct": clean_correct[sl]}
+            base.update({f"clean_{key.removeprefix('adv_')}" if key != "adv_pred" else "clean_pred": value[sl]
+                         for key, value in clean.items() if key not in _PERTURBATION_COLUMNS})  # fmt: skip
+            correct = clean_correct[sl]
+            # the example each sample's row reports: the clean input until an attack breaks it (cascade)
+            best = {key: value[sl].clone() for key, value in clean.items()}
+            best["source_eps"] = torch.full((stop - start,), math.nan, dtype=torch.float64)
+            broken = torch.zeros(stop - start, dtype=torch.bool)
+            example_images = batch.images[:EXAMPLE_COUNT].clone() if batch_index == 0 and cam_stats else None
+            runs = [(None, 0)] if attack.minimal else [(budget, j) for j, budget in enumerate(eps_list)]
+            for budget, j in runs:
                 began = time.perf_counter()
-                targets = correct.nonzero().squeeze(1)
-                measured = None
+                alive = correct & ~broken if cascade else correct
+                targets = alive.nonzero().squeeze(1)
+                state = best if cascade else {key: value[sl] for key, value in clean.items()}
+                measured: dict[str, Tensor] = {}
                 if len(targets):
+                    t = targets.to(device)
                     adversarial = backend.run(
-                        attack, model, batch.images[targets], batch.labels[targets], None,
-                        seed=attack_seed(seed, attack.name, backend_name, 0, batch_index),
+                        attack, model, batch.images[t], batch.labels[t], budget,
+                        seed=attack_seed(seed, attack.name, backend_name, j, batch_index),
                     )  # fmt: skip
-                    measured = _measure(model, batch.images[targets], adversarial, batch.labels[targets])
-                    _save_adv(adv_root, job, None, attack.norm, batch_index, positions[sl][targets.cpu()], adversarial)
+                    measured = measurer.measure(batch.images[t], adversarial, batch.labels[t], start + targets)
+                    _save_adv(adv_root, job, budget, attack.norm, batch_index, positions[sl][targets], adversarial)
+                    if example_images is not None:
+                        chosen = targets < EXAMPLE_COUNT
+                        example_images[targets[chosen]] = adversarial[chosen.to(device)]
                 elapsed = time.perf_counter() - began
-                for j, budget in enumerate(eps_list):
-                    seconds[j] += elapsed / len(eps_list)
-                    attacked_counts[j] += len(targets)
-                    row = _fresh_row(size)
-                    _inherit(row, best, broken)
-                    row["attacked"][targets.cpu()] = True
-                    if measured is not None:
-                        t = targets.cpu()
-                        _fill(row, t, measured, budget, attack.norm, minimal=True)
-                    _append(columns, base, row, attack, backend_name, budget)
-            else:
-                for j, budget in enumerate(eps_list):
-                    began = time.perf_counter()
-                    alive = correct & ~broken.to(device) if cascade else correct
-                    targets = alive.nonzero().squeeze(1)
-                    row = _fresh_row(size)
-                    _inherit(row, best, broken if cascade else torch.zeros_like(broken))
-                    if len(targets):
-                        adversarial = backend.run(
-                            attack, model, batch.images[targets], batch.labels[targets], budget,
-                            seed=attack_seed(seed, attack.name, backend_name, j, batch_index),
-                        )  # fmt: skip
-                        measured = _measure(model, batch.images[targets], adversarial, batch.labels[targets])
-                        t = targets.cpu()
-                        row["attacked"][t] = True
-                        newly = _fill(row, t, measured, budget, attack.norm, minimal=False)
-                        if cascade:
-                            for key in ("adv_pred", "margin", "linf", "l2", "valid", "source_eps"):
-                                best[key][t[newly]] = row[key][t[newly]]
-                            broken[t[newly]] = True
-                        _save_adv(adv_root, job, budget, attack.norm, batch_index, positions[sl][t], adversarial)
-                    seconds[j] += time.perf_counter() - began
-                    attacked_counts[j] += len(targets)
-                    _append(columns, base, row, attack, backend_name, budget)
+                for eps_index, scored in list(enumerate(eps_list)) if attack.minimal else [(j, eps_list[j])]:
+                    row = _row(state, broken if cascade else torch.zeros_like(broken), targets, measured,
+                               scored, attack.norm, minimal=attack.minimal)  # fmt: skip
+                    seconds[eps_index] += elapsed / len(eps_list) if attack.minimal else elapsed
+                    attacked_counts[eps_index] += len(targets)
+                    _append(columns, base, row, attack, backend_name, scored)
+                    if cascade and not attack.minimal:
+                        newly = row["success"] & ~broken
+                        for key in best:
+                            best[key][newly] = row[key][newly]
+                        broken |= newly
+            if example_images is not None:
+                label = "min" if attack.minimal else format_eps(eps_list[-1], attack.norm)
+                examples.setdefault("adv", {})[f"{job}/{label}"] = measurer.example_outputs(example_images)
             start = stop
             progress.on_job_advance(job, stop)
         progress.on_job_end(job)
@@ -333,6 +396,8 @@ def evaluate(
             })  # fmt: skip
 
     per_sample = pd.DataFrame({name: _column(values) for name, values in columns.items()})
+    if per_sample.empty:
+        per_sample = pd.DataFrame(columns=list(RECORD_COLUMNS))
     summary = summarize(per_sample, clean_pred=clean_pred, labels=labels_all)
     if timings:
         summary = summary.merge(pd.DataFrame(timings), on=["attack", "backend", "norm", "eps"], how="left")
@@ -367,77 +432,70 @@ def evaluate(
         "dataset": dataset.info.to_dict(),
         "versions": library_versions(),
     }
-    return EvalResult(per_sample, summary, tuple(flags), agreement, meta)
+    meta["cam_stats"] = {"enabled": cam_stats, "topk": measurer.topk if cam_stats else None,
+                         "localization": measurer.boxes is not None}  # fmt: skip
+    return EvalResult(per_sample, summary, tuple(flags), agreement, meta, examples or None)
 
 
-def _fresh_row(size: int) -> dict[str, Any]:
-    return {
-        "attacked": torch.zeros(size, dtype=torch.bool),
-        "source_eps": torch.full((size,), math.nan, dtype=torch.float64),  # exactly the eps it broke at
-        "adv_pred": torch.full((size,), -1, dtype=torch.long),
-        "success": torch.zeros(size, dtype=torch.bool),
-        "valid": torch.ones(size, dtype=torch.bool),
-        "linf": torch.zeros(size),
-        "l2": torch.zeros(size),
-        "margin": torch.full((size,), math.nan),
-        "violation": [""] * size,
-    }
-
-
-def _inherit(row: dict[str, Any], best: dict[str, Any], broken: Tensor) -> None:
-    """Rows for samples not attacked at this eps: clean errors keep their clean prediction;
-    samples broken at a smaller eps keep the example that broke them."""
-    row["adv_pred"] = best["adv_pred"].clone()
-    row["margin"] = best["margin"].clone()
-    row["linf"], row["l2"] = best["linf"].clone(), best["l2"].clone()
-    row["source_eps"] = torch.where(broken, best["source_eps"], torch.full_like(best["source_eps"], math.nan))
+def _row(
+    state: dict[str, Tensor],
+    broken: Tensor,
+    targets: Tensor,
+    measured: dict[str, Tensor],
+    budget: float,
+    norm: Norm,
+    *,
+    minimal: bool,
+) -> dict[str, Any]:
+    """One eps's rows for a batch: measured values for the attacked ``targets``; for the
+    others, the example in ``state`` (the clean input, or the one that broke them earlier)."""
+    row: dict[str, Any] = {key: value.clone() for key, value in state.items()}
+    size = len(broken)
+    unknown = torch.full((size,), math.nan, dtype=torch.float64)
+    row["source_eps"] = torch.where(broken, state["source_eps"], unknown) if "source_eps" in state else unknown
+    row["attacked"] = torch.zeros(size, dtype=torch.bool)
     row["success"] = broken.clone()
-
-
-def _fill(row: dict[str, Any], targets: Tensor, measured: _Measured, budget: float, norm: Norm, *, minimal: bool) -> Tensor:
-    """Write measured rows for ``targets``; return which of them were broken (valid and misclassified)."""
-    pred = measured.pred.cpu()
-    size = measured.linf.cpu() if norm == "Linf" else measured.l2.cpu()
-    in_range = measured.in_range.cpu()
-    within = size <= budget + BUDGET_TOLERANCE
-    misclassified = measured.margin.cpu() < 0
-    if minimal:
-        valid = in_range
-        broken = valid & misclassified & within
-    else:
-        valid = in_range & within
-        broken = valid & misclassified
-    row["adv_pred"][targets] = pred
-    row["margin"][targets] = measured.margin.cpu()
-    row["linf"][targets] = measured.linf.cpu()
-    row["l2"][targets] = measured.l2.cpu()
+    row["valid"] = torch.ones(size, dtype=torch.bool)
+    row["violation"] = [""] * size
+    if not measured:
+        return row
+    for key in state:
+        if key in measured:
+            row[key][targets] = measured[key]
+    norm_size = measured["linf"] if norm == "Linf" else measured["l2"]
+    in_range = measured["in_range"]
+    within = norm_size <= budget + BUDGET_TOLERANCE
+    misclassified = measured["margin"] < 0
+    valid = in_range if minimal else in_range & within
+    success = valid & misclassified & within
+    row["attacked"][targets] = True
     row["valid"][targets] = valid
-    row["success"][targets] = broken
-    source = torch.full(size.shape, budget, dtype=torch.float64)  # float64: exactly the eps it broke at
-    row["source_eps"][targets] = torch.where(broken, source, torch.full_like(source, math.nan))
+    row["success"][targets] = success
+    row["source_eps"][targets] = torch.where(
+        success, torch.full(success.shape, budget, dtype=torch.float64), torch.full(success.shape, math.nan, dtype=torch.float64)
+    )  # float64: exactly the eps it broke at
     for k in (~valid | ~in_range).nonzero().squeeze(1).tolist():
         problems = [] if bool(in_range[k]) else ["outside [0, 1]"]
         if not minimal and not bool(within[k]):
-            problems.append(f"{norm} norm {float(size[k]):.6g} > eps {budget:.6g}")
+            problems.append(f"{norm} norm {float(norm_size[k]):.6g} > eps {budget:.6g}")
         row["violation"][int(targets[k])] = "; ".join(problems)
-    return broken
+    return row
 
 
 def _append(
     columns: dict[str, list[Any]], base: dict[str, Tensor], row: dict[str, Any], attack: Attack, backend: str, eps: float
 ) -> None:
     size = len(base["index"])
-    for key, value in base.items():
-        columns[key].append(value.numpy())
-    columns["attack"].append(np.full(size, attack.name, dtype=object))
-    columns["backend"].append(np.full(size, backend, dtype=object))
-    columns["norm"].append(np.full(size, attack.norm, dtype=object))
-    columns["eps"].append(np.full(size, eps))
-    robust = base["clean_correct"] & ~row["success"]
-    for key in ("attacked", "source_eps", "adv_pred", "success", "valid", "linf", "l2", "margin"):
-        columns[key].append(row[key].numpy())
-    columns["robust"].append(robust.numpy())
-    columns["violation"].append(np.asarray(row["violation"], dtype=object))
+    values: dict[str, Any] = dict(base)
+    values.update(attack=np.full(size, attack.name, dtype=object), backend=np.full(size, backend, dtype=object),
+                  norm=np.full(size, attack.norm, dtype=object), eps=np.full(size, eps))  # fmt: skip
+    values.update(row)
+    values["robust"] = base["clean_correct"] & ~row["success"]
+    values["violation"] = np.asarray(row["violation"], dtype=object)
+    ordered = [name for name in RECORD_COLUMNS if name in values] + sorted(set(values) - set(RECORD_COLUMNS))
+    for name in ordered:
+        value = values[name]
+        columns.setdefault(name, []).append(value.numpy() if isinstance(value, Tensor) else value)
 
 
 def _column(parts: list[Any]) -> Any:
@@ -603,7 +661,8 @@ def large_eps_check(
         adversarial = backend.run(
             attack, model, batch.images, batch.labels, eps, seed=attack_seed(seed, "sanity", "pgd", 0, batch_index)
         )
-        survived += int((_measure(model, batch.images, adversarial, batch.labels).margin >= 0).sum())
+        with torch.no_grad():
+            survived += int((logit_margin(model(adversarial).float(), batch.labels) >= 0).sum())
     if survived / len(chosen) > 0.05:
         return SanityFlag(
             "pgd_large_eps_not_near_zero",
@@ -645,6 +704,8 @@ def write_eval(result: EvalResult, out_dir: str | Path, *, config: dict[str, Any
         "agreement": json.loads(result.agreement.to_json(orient="records")) if not result.agreement.empty else [],
     }
     atomic_write_text(out / "summary.json", json.dumps(payload, indent=2))
+    if result.examples is not None:
+        atomic_torch_save(result.examples, out / "examples.pt")
     return out
 
 

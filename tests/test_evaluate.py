@@ -329,7 +329,7 @@ def test_summary_recomputes_from_per_sample_records_in_memory_and_from_csv(
     pd.testing.assert_frame_equal(summarize(result.per_sample), expected, check_exact=True)
 
     out = write_eval(result, tmp_path / "eval")
-    assert {p.name for p in out.iterdir()} == {"per_sample.csv", "summary.csv", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"per_sample.csv", "summary.csv", "summary.json", "examples.pt"}
     reread = pd.read_csv(out / "per_sample.csv")
     assert len(reread) == len(result.per_sample) and list(reread.columns) == list(result.per_sample.columns)
     pd.testing.assert_frame_equal(summarize(reread), expected, check_exact=True, check_dtype=False)
