@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robustcam.cam import STAT_NAMES, negative_cam_stats
-from robustcam.data import ImageDataset, load_dataset
+from robustcam.data import ImageDataset, TensorImageDataset, load_dataset
 from robustcam.evaluate import evaluate, select_samples, write_eval
 from robustcam.models import CAMClassifier
 
@@ -38,6 +38,7 @@ def test_clean_statistics_equal_the_pure_function(
     with_cams: tuple, digits_model: CAMClassifier, digits_test: ImageDataset
 ) -> None:
     result, _ = with_cams
+    assert isinstance(digits_test, TensorImageDataset)
     positions = select_samples(len(digits_test), 64, 3)
     images, labels = digits_test.batch(positions), digits_test.targets[positions]
     with torch.no_grad():
@@ -53,6 +54,7 @@ def test_adversarial_statistics_are_of_the_recorded_example(
     with_cams: tuple, digits_model: CAMClassifier, digits_test: ImageDataset
 ) -> None:
     result, adv_dir = with_cams
+    assert isinstance(digits_test, TensorImageDataset)
     records = {(row.index, round(row.eps * 255)): row for row in result.per_sample.itertuples()}
     checked = 0
     for folder in sorted(Path(adv_dir).iterdir()):
