@@ -305,9 +305,10 @@ def eval_command(
 ) -> None:
     """Attack one checkpoint with a matrix of attacks x eps x backends; writes per_sample.csv, summary.csv, summary.json."""
     from robustcam.checkpoint import load_checkpoint
-    from robustcam.config import config_to_dict, load_eval_config
+    from robustcam.config import load_eval_config
     from robustcam.data import load_dataset
     from robustcam.evaluate import evaluate, write_eval
+    from robustcam.runs import eval_record
     from robustcam.runtime import resolve_device
 
     backends = None if backend is None else (["torchattacks", "foolbox"] if backend == "both" else [backend])
@@ -359,18 +360,161 @@ def eval_command(
             cam_stats=cfg.cam_stats, cam_topk=cfg.cam_topk,
             adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress),
         )  # fmt: skip
-    record = {
-        "eval": config_to_dict(cfg),
-        "checkpoint": str(ckpt),
-        "checkpoint_meta": {k: meta.get(k) for k in ("arch", "num_classes", "loss", "noise", "seed", "dataset",
-                                                     "metrics", "config_digest", "warnings") if k in meta},
-        "data": {"name": data_name, "split": cfg.split, "options": options},
-    }  # fmt: skip
+    record = eval_record(cfg, ckpt, meta, {"name": data_name, "options": options})
     write_eval(result, out_dir, config=record)
     clean = result.meta["clean_accuracy"]
     _render_eval(result, f"{_checkpoint_name(ckpt)} on {data_name} (n={result.meta['n_samples']}, "
                          f"clean accuracy {100 * clean:.1f}%)")  # fmt: skip
     console.print(f"saved {out_dir / 'per_sample.csv'}, {out_dir / 'summary.csv'}, {out_dir / 'summary.json'}")
+
+
+# --------------------------------------------------------------------------- report, cam, quickstart
+
+
+@app.command("report")
+def report_command(
+    paths: Annotated[list[Path], typer.Argument(help="Eval directories, run directories, or folders holding them.")],
+    out: Annotated[Path, typer.Option(help="Where models.csv, correlations.csv, the figures and report.md go.")] = Path(
+        "reports/compare"
+    ),
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the correlation CIs.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Compare evaluated checkpoints from their saved records: model table, correlations, AUROCs, figures."""
+    from robustcam.report import load_evaluations, render_report, write_report
+
+    evaluations = load_evaluations(paths)
+    files = write_report(evaluations, out, bootstrap=bootstrap, seed=seed)
+    render_report(files, console)
+    console.print(f"saved {files.markdown} and {len(files.figures)} figures, models.csv, correlations.csv, "
+                  f"samples_auroc.csv in {out}")  # fmt: skip
+
+
+@app.command("cam")
+def cam_command(
+    ckpt: Annotated[Path, typer.Option(help="Checkpoint: model.pt, a run directory, or a state_dict with --arch.")],
+    out: Annotated[Path, typer.Option(help="PNG file for the CAM grid; a CSV of the statistics goes beside it.")],
+    n: Annotated[int, typer.Option(help="Number of samples (seeded random choice unless --indices).")] = 8,
+    indices: Annotated[str | None, typer.Option(help="Comma-separated dataset indices to show.")] = None,
+    attack: Annotated[str, typer.Option(help=f"Attack: {_NAMES['attacks']}.")] = "pgd",
+    eps: Annotated[str, typer.Option(help="Budget of the attack (Linf pixel units, or L2 for L2 attacks).")] = "4/255",
+    backend: Annotated[str, typer.Option(help="torchattacks or foolbox.")] = "torchattacks",
+    seed: Annotated[int, typer.Option(help="Seed for the sample choice and the random start.")] = 0,
+    arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Class count of a bare state_dict.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """CAM overlays (true class and top negative class) for chosen samples, clean and adversarial."""
+    import pandas as pd
+    import torch
+
+    from robustcam.attacks import build_attack, check_supported, format_eps, get_backend, parse_eps_list
+    from robustcam.cam import negative_cam_stats
+    from robustcam.checkpoint import load_checkpoint
+    from robustcam.data import load_dataset
+    from robustcam.data.batches import iterate_batches
+    from robustcam.evaluate import attack_seed, select_samples
+    from robustcam.io import atomic_write_text
+    from robustcam.report import plot_cam_grid
+    from robustcam.runtime import resolve_device
+
+    attack_object = build_attack(attack)
+    check_supported(attack_object, backend)
+    (budget,) = parse_eps_list([eps], norm=attack_object.norm)
+    run_device = resolve_device(device)
+    model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
+    stored = meta.get("data") or {}
+    data_name = data or stored.get("name")
+    if data_name is None:
+        raise ValueError(f"checkpoint {ckpt} records no dataset; pass --data")
+    options = stored.get("options", {}) if data_name == stored.get("name") else {}
+    dataset = load_dataset(data_name, "test", root=data_root or stored.get("root"), **options)
+    if indices:
+        chosen = torch.tensor([int(i) for i in indices.split(",")])
+        if int(chosen.min()) < 0 or int(chosen.max()) >= len(dataset):
+            raise ValueError(f"--indices must be in [0, {len(dataset) - 1}], got {indices}")
+    else:
+        chosen = select_samples(len(dataset), n, seed)
+    (batch,) = iterate_batches(dataset, len(chosen), order=chosen, device=run_device)
+    adversarial = get_backend(backend).run(
+        attack_object, model, batch.images, batch.labels, None if attack_object.minimal else budget,
+        seed=attack_seed(seed, attack, backend, 0, 0),
+    )  # fmt: skip
+    with torch.no_grad():
+        clean, adv = model.forward_cams(batch.images), model.forward_cams(adversarial)
+    label = format_eps(budget, attack_object.norm)
+    examples = {
+        "indices": chosen, "labels": batch.labels.cpu(), "clean_pred": clean.logits.argmax(1).cpu(),
+        "images": batch.images.cpu(), "cams": clean.cams.cpu(),
+        "adv": {f"{attack}/{backend}/{label}": {"images": adversarial.cpu(), "cams": adv.cams.cpu(),
+                                                "pred": adv.logits.argmax(1).cpu()}},
+    }  # fmt: skip
+    title = f"{_checkpoint_name(ckpt)}: {attack} at {label} ({backend}); CAMs normalised for display"
+    plot_cam_grid(examples, out, max_samples=len(chosen), title=title)
+    rows = {"index": chosen.tolist(), "label": batch.labels.tolist(), "clean_pred": clean.logits.argmax(1).tolist(),
+            "adv_pred": adv.logits.argmax(1).tolist()}  # fmt: skip
+    for prefix, output in (("clean", clean), ("adv", adv)):
+        for name, values in negative_cam_stats(output.cams, batch.labels).items():
+            rows[f"{prefix}_{name}"] = values.tolist()
+    table = pd.DataFrame(rows)
+    atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
+    view = Table(title=title, title_justify="left")
+    for column in ("index", "label", "clean pred", "adv pred", "neg peak clean", "neg peak adv", "homog. clean",
+                   "homog. adv"):  # fmt: skip
+        view.add_column(column, justify="right")
+    for row in table.itertuples():
+        view.add_row(str(row.index), str(row.label), str(row.clean_pred), str(row.adv_pred),
+                     f"{row.clean_neg_peak_max:.3f}", f"{row.adv_neg_peak_max:.3f}",
+                     f"{row.clean_neg_homogeneity:.3f}", f"{row.adv_neg_homogeneity:.3f}")  # fmt: skip
+    console.print(view)
+    console.print(f"saved {out} and {out.with_suffix('.csv')}")
+
+
+QUICKSTART_LOSSES = ("ce", "focal", "cam_loss", "hnc")
+
+
+@app.command("quickstart")
+def quickstart_command(
+    out: Annotated[Path, typer.Option(help="Folder for the four runs and the report.")] = Path("runs/quickstart"),
+    n: Annotated[int, typer.Option(help="Test samples to attack per checkpoint.")] = 200,
+    epochs: Annotated[int, typer.Option(help="Training epochs per loss.")] = 15,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """The end-to-end job on built-in data: train ce, focal, cam_loss and hnc on digits, attack each with
+    fgsm, pgd and cw, and report. Resumable: finished runs and evaluations are reused."""
+    import time
+
+    from robustcam.config import load_eval_config, load_train_config
+    from robustcam.report import load_evaluations, render_report, write_report
+    from robustcam.runs import evaluate_run
+    from robustcam.train import train as run_training
+
+    began = time.perf_counter()
+    eval_config = load_eval_config(None, [
+        "attacks=[fgsm,pgd,cw]", "eps=[2/255,4/255,8/255]", "eps_l2=[0.25,0.5,1.0]", f"n={n}",
+        "attack_params.cw.steps=50", f"device={device}",
+    ])  # fmt: skip
+    for loss in QUICKSTART_LOSSES:
+        config = load_train_config(None, [f"loss.name={loss}", f"epochs={epochs}", f"device={device}"])
+        run_dir = out / loss
+        console.rule(f"[bold]{loss}[/]")
+        with _progress() as progress:
+            result = run_training(config, run_dir, progress=RichTrainProgress(progress))
+        state = "reused" if result.resumed_from_epoch == epochs else "trained"
+        console.print(f"{loss}: {state}, test accuracy {100 * result.meta['metrics']['test_acc']:.2f}%")
+        with _progress() as progress:
+            eval_dir, evaluation = evaluate_run(run_dir, eval_config, progress=RichEvalProgress(progress))
+        if evaluation is None:
+            console.print(f"{loss}: evaluation reused from {eval_dir}")
+        else:
+            for flag in evaluation.flags:
+                console.print(f"[yellow]warning ({flag.check}):[/] {flag.message}", highlight=False)
+    console.rule("[bold]report[/]")
+    files = write_report(load_evaluations([out / loss for loss in QUICKSTART_LOSSES]), out / "report")
+    render_report(files, console)
+    console.print(f"quickstart finished in {time.perf_counter() - began:.0f} s; read {files.markdown}")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -1,0 +1,236 @@
+"""Report figures (matplotlib, Agg canvas, PNG): robust accuracy vs eps, statistic vs
+robustness across checkpoints, and CAM grids from ``examples.pt``.
+
+Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through
+pyplot, so nothing depends on (or changes) the global backend. CAMs are min-max normalised
+for display only (torch-cam's habit): statistics use raw maps.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from robustcam.attacks import format_eps
+from robustcam.report.tables import WORST, Setting, describe_column
+
+DPI = 120
+MAX_GRID_SAMPLES = 6
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(target, dpi=DPI)
+    return target
+
+
+def _colors(count: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def plot_robust_accuracy(long: pd.DataFrame, path: str | Path) -> Path:
+    """Robust accuracy vs eps, one line per checkpoint, one panel per (attack, norm).
+
+    ``long`` is ``robust_accuracies(...)``. Each curve starts at the clean accuracy (eps 0);
+    Linf eps are on an axis in 1/255 pixel units, L2 eps on their own. Line style marks the
+    backend where several ran.
+    """
+    if long.empty:
+        raise ValueError("no attack rows to plot")
+    panels = list(dict.fromkeys(zip(long["attack"], long["norm"])))
+    panels.sort(key=lambda p: (p[0] == WORST, p[1] != "Linf"))
+    names = list(dict.fromkeys(long["name"]))
+    colors = dict(zip(names, _colors(len(names))))
+    backends = [b for b in dict.fromkeys(long["backend"]) if b != "all"]
+    styles = {b: LINESTYLES[i % len(LINESTYLES)] for i, b in enumerate(backends)}
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(4.6 * columns + 2.4, 3.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax, (attack, norm) in zip(axes.flat, panels):
+        part = long[(long["attack"] == attack) & (long["norm"] == norm)]
+        scale = 255.0 if norm == "Linf" else 1.0
+        for (name, backend), curve in part.groupby(["name", "backend"], sort=False):
+            curve = curve.sort_values("eps")
+            x = np.concatenate([[0.0], curve["eps"].to_numpy(dtype=float) * scale])
+            y = 100 * np.concatenate([[float(curve["clean_acc"].iloc[0])], curve["robust_acc"].to_numpy(dtype=float)])
+            label = str(name) if len(backends) < 2 or backend == "all" else f"{name} ({backend})"
+            ax.plot(x, y, marker="o", markersize=3, color=colors[name], linestyle=styles.get(backend, "-"),
+                    label=label)  # fmt: skip
+        title = f"worst case over {norm} attacks (per sample)" if attack == WORST else f"{attack} ({norm})"
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("eps (Linf, in 1/255 pixel units)" if norm == "Linf" else "eps (L2 norm, pixel units)")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", fontsize=8, title="checkpoint", title_fontsize=8)
+    figure.suptitle("Robust accuracy vs eps (eps 0 = clean accuracy; clean errors count as not robust)", fontsize=11)
+    return _save(figure, path)
+
+
+def plot_statistic_scatter(
+    table: pd.DataFrame, statistic: str, target: str, path: str | Path, *, correlation: dict[str, Any] | None = None
+) -> Path:
+    """One labelled point per checkpoint: a mean CAM statistic (x) vs a robustness column (y),
+    coloured by loss. ``correlation`` (a row of ``model_correlations``) goes in the title."""
+    for column in (statistic, target):
+        if column not in table.columns:
+            raise ValueError(f"column {column!r} is not in the model table")
+    data = table[["name", "loss", statistic, target]].copy()
+    data[statistic] = pd.to_numeric(data[statistic], errors="coerce")
+    data[target] = pd.to_numeric(data[target], errors="coerce")
+    data = data.dropna(subset=[statistic, target])
+    accuracy = "@" in target
+    scale = 100.0 if accuracy else 1.0
+    figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = figure.subplots()
+    losses = list(dict.fromkeys(data["loss"]))
+    for loss, color in zip(losses, _colors(len(losses))):
+        part = data[data["loss"] == loss]
+        ax.scatter(part[statistic], scale * part[target], color=color, label=str(loss), s=36, zorder=3)
+    for row in data.itertuples(index=False):
+        ax.annotate(str(row[0]), (float(row[2]), scale * float(row[3])), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xlabel(f"{statistic} (mean over samples)", fontsize=9)
+    ax.set_ylabel(f"{target}: robust accuracy (%)" if accuracy else target, fontsize=9)
+    lines = [f"{describe_column(target)}", f"vs {describe_column(statistic)}", "one point per checkpoint"]
+    title = "\n".join(textwrap.fill(line, 72) for line in lines)
+    if correlation is not None and np.isfinite(correlation.get("spearman_rho", math.nan)):
+        title += (
+            f"\nSpearman rho = {correlation['spearman_rho']:.2f}, 95% CI "
+            f"[{correlation['spearman_ci_low']:.2f}, {correlation['spearman_ci_high']:.2f}], n = {correlation['n']}"
+        )
+    elif correlation is not None:
+        title += f"\nn = {correlation.get('n')}: {correlation.get('note', '')}"
+    ax.set_title(title, fontsize=9)
+    ax.margins(x=0.12, y=0.08)  # room for the point labels
+    ax.grid(alpha=0.3)
+    if losses:
+        ax.legend(title="loss", fontsize=8, title_fontsize=8)
+    return _save(figure, path)
+
+
+# --------------------------------------------------------------------------- CAM grids
+
+
+def _adversarial_key(adv: dict[str, Any], setting: Setting | None) -> str | None:
+    """The ``examples.pt`` key for ``setting`` (``attack/backend/eps text``), else the first."""
+    if not adv:
+        return None
+    if setting is not None:
+        formatted = format_eps(setting.eps, setting.norm)  # type: ignore[arg-type]
+        texts = dict.fromkeys([formatted, f"{setting.eps:g}", repr(setting.eps), str(setting.eps)])
+        for text in texts:
+            key = f"{setting.attack}/{setting.backend}/{text}"
+            if key in adv:
+                return key
+    return next(iter(adv))
+
+
+def _image(ax: Axes, image: np.ndarray) -> None:
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(np.clip(image[:3].transpose(1, 2, 0), 0, 1))
+
+
+def _overlay(ax: Axes, image: np.ndarray, cam: np.ndarray) -> None:
+    """The image with its min-max normalised CAM (display only) stretched over it."""
+    _image(ax, image)
+    low, high = float(cam.min()), float(cam.max())
+    shown = (cam - low) / (high - low) if high > low else np.zeros_like(cam)
+    height, width = image.shape[1:]
+    ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear",
+              extent=(-0.5, width - 0.5, height - 0.5, -0.5))  # fmt: skip
+
+
+def _top_negative(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, the negative class with the highest logit (mean of its CAM)."""
+    logits = cams.float().mean(dim=(2, 3))
+    logits[torch.arange(len(labels)), labels] = float("-inf")
+    return logits.argmax(dim=1)
+
+
+def plot_cam_grid(
+    examples: str | Path | dict[str, Any],
+    path: str | Path,
+    *,
+    setting: Setting | None = None,
+    max_samples: int = MAX_GRID_SAMPLES,
+    title: str = "",
+) -> Path:
+    """CAM grid from ``examples.pt``: one row per sample; columns image, true-class CAM and
+    top negative CAM (by logit), first for the clean input, then for the adversarial example
+    of ``setting`` (or the first stored one). Raw peak values are in the panel titles."""
+    data = torch.load(examples, weights_only=True) if isinstance(examples, (str, Path)) else examples
+    for required in ("labels", "images", "cams"):
+        if required not in data:
+            raise ValueError(f"examples are missing {required!r} (have {', '.join(map(str, data))})")
+    labels = data["labels"].long()
+    count = min(max_samples, len(labels))
+    if count == 0:
+        raise ValueError("examples hold no samples")
+    clean_pred = data.get("clean_pred", data["cams"].float().mean(dim=(2, 3)).argmax(1)).long()
+    adv = data.get("adv") or {}
+    key = _adversarial_key(adv, setting)
+    panels: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = [
+        ("clean", data["images"], data["cams"], clean_pred)
+    ]
+    if key is not None:
+        entry = adv[key]
+        pred = entry.get("pred", entry["cams"].float().mean(dim=(2, 3)).argmax(1)).long()
+        panels.append((f"adv {key}", entry["images"], entry["cams"], pred))
+    figure = Figure(figsize=(2.0 * 3 * len(panels), 2.1 * count + 0.6), layout="constrained")
+    axes = figure.subplots(count, 3 * len(panels), squeeze=False)
+    for p, (what, images, cams, pred) in enumerate(panels):
+        images_np = images[:count].float().cpu().numpy()
+        cams = cams[:count].float().cpu()
+        negative = _top_negative(cams, labels[:count])
+        for i in range(count):
+            y, c = int(labels[i]), int(negative[i])
+            true_map, neg_map = cams[i, y].numpy(), cams[i, c].numpy()
+            cells = axes[i, 3 * p : 3 * p + 3]
+            _image(cells[0], images_np[i])
+            cells[0].set_title(f"{what}\nlabel {y}, pred {int(pred[i])}", fontsize=7)
+            _overlay(cells[1], images_np[i], true_map)
+            cells[1].set_title(f"true class {y} CAM\nraw peak {true_map.max():.3g}", fontsize=7)
+            _overlay(cells[2], images_np[i], neg_map)
+            cells[2].set_title(f"top negative {c} CAM\nraw peak {neg_map.max():.3g}", fontsize=7)
+            for ax in cells:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    figure.suptitle(title or "CAMs (normalised for display)", fontsize=10)
+    return _save(figure, path)
+
+
+def safe_file_name(text: str) -> str:
+    """A file-name-safe version of ``text`` (``worst@8/255`` -> ``worst_8-255``)."""
+    out = text.replace("/", "-").replace("@", "_")
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in out).strip("._") or "figure"
+
+
+__all__ = [
+    "plot_cam_grid",
+    "plot_robust_accuracy",
+    "plot_statistic_scatter",
+    "safe_file_name",
+]
+

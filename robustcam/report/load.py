@@ -1,0 +1,259 @@
+"""Find and read evaluation folders: ``per_sample.csv`` (+ ``summary.csv``, ``summary.json``, ``examples.pt``).
+
+An evaluation folder is what ``robustcam eval`` writes (``robustcam.evaluate.write_eval``).
+``load_evaluations`` accepts such folders, run directories (``<run>/eval``) and any folder
+that holds several of them (a sweep root): every folder below it that contains a
+``per_sample.csv`` is one evaluation. Nothing is recomputed here; the records are read as
+written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from robustcam.cam import STAT_NAMES
+
+PER_SAMPLE_FILE = "per_sample.csv"
+SUMMARY_FILE = "summary.csv"
+SUMMARY_JSON_FILE = "summary.json"
+EXAMPLES_FILE = "examples.pt"
+EVAL_SUBFOLDER = "eval"
+REQUIRED_COLUMNS = (
+    "index", "label", "clean_pred", "clean_correct", "attack", "backend", "norm", "eps",
+    "attacked", "adv_pred", "success", "robust", "valid", "linf", "l2", "margin",
+)  # fmt: skip
+BOOLEAN_COLUMNS = ("clean_correct", "attacked", "success", "robust", "valid")
+UNKNOWN_LOSS = "unknown"
+CLEAN_NOISE = "clean"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no truth value to compare by
+class Evaluation:
+    """One checkpoint's evaluation as written to disk.
+
+    ``name`` is the folder name, or the run directory's name for ``<run>/eval``;
+    ``info`` is ``summary.json`` (empty if absent); ``loss`` and ``noise`` are short texts
+    from the checkpoint's metadata (``"hnc"``, ``"symmetric 0.4"`` or ``"clean"``).
+    """
+
+    name: str
+    path: Path
+    per_sample: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict[str, Any]
+    loss: str
+    noise: str
+    examples: Path | None = None
+
+    @property
+    def checkpoint_meta(self) -> dict[str, Any]:
+        meta = self.info.get("config", {}).get("checkpoint_meta") or {}
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def flags(self) -> list[dict[str, str]]:
+        """Sanity flags that ``evaluate`` stored in ``summary.json``."""
+        return [f for f in self.info.get("flags", []) if isinstance(f, dict)]
+
+    @property
+    def cam_statistics(self) -> tuple[str, ...]:
+        """The ``STAT_NAMES`` whose ``clean_<stat>`` column is in ``per_sample.csv``."""
+        return tuple(s for s in STAT_NAMES if f"clean_{s}" in self.per_sample.columns)
+
+    def __repr__(self) -> str:
+        return (
+            f"Evaluation(name={self.name!r}, loss={self.loss!r}, noise={self.noise!r}, "
+            f"rows={len(self.per_sample)}, path={str(self.path)!r})"
+        )
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_evaluation_dirs(path: str | Path) -> list[Path]:
+    """Evaluation folders at or below ``path``, sorted.
+
+    ``path`` may be an evaluation folder, a run directory whose ``eval/`` holds one, a
+    ``per_sample.csv`` file, or any folder that contains evaluation folders somewhere below.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise ValueError(f"{root} does not exist (expected an eval folder, a run directory or a folder of them)")
+    if root.is_file():
+        if root.name in (PER_SAMPLE_FILE, SUMMARY_FILE, SUMMARY_JSON_FILE):
+            return find_evaluation_dirs(root.parent)
+        raise ValueError(f"{root} is a file, not an evaluation: give its folder (one holding {PER_SAMPLE_FILE})")
+    if (root / PER_SAMPLE_FILE).is_file():
+        return [root]
+    found = sorted({p.parent for p in root.rglob(PER_SAMPLE_FILE) if p.is_file()})
+    if not found:
+        raise ValueError(
+            f"no evaluation in {root}: looked for {PER_SAMPLE_FILE} in it, in {root / EVAL_SUBFOLDER} "
+            "and in every folder below it (run `robustcam eval` first)"
+        )
+    return found
+
+
+def evaluation_name(folder: Path) -> str:
+    """The folder's name, or the run directory's name when the folder is ``<run>/eval``."""
+    folder = folder.resolve()
+    if folder.name == EVAL_SUBFOLDER and folder.parent.name:
+        return folder.parent.name
+    return folder.name
+
+
+# --------------------------------------------------------------------------- loss and noise text
+
+
+def noise_text(noise: Any) -> str:
+    """A short description of a checkpoint's label-noise spec: ``"symmetric 0.4"`` or ``"clean"``.
+
+    Accepts a mapping with a kind (``kind``, ``name`` or ``type``) and a ``rate``, a plain
+    string, or nothing (``None``: trained on clean labels). A zero rate is ``"clean"``.
+    """
+    if noise is None or noise == "" or noise == {}:
+        return CLEAN_NOISE
+    if isinstance(noise, str):
+        return noise
+    if isinstance(noise, Mapping):
+        kind = next((noise[k] for k in ("kind", "name", "type") if noise.get(k)), None)
+        rate = noise.get("rate")
+        if kind is None or str(kind).lower() in ("none", "clean"):
+            return CLEAN_NOISE
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+            return CLEAN_NOISE if rate == 0 else f"{kind} {rate:g}"
+        detail = next((noise[k] for k in ("variant", "labels", "source") if isinstance(noise.get(k), str)), None)
+        return f"{kind} {detail}" if detail else str(kind)
+    return str(noise)
+
+
+def _loss_name(info: dict[str, Any], folder: Path) -> str:
+    loss = (info.get("config", {}).get("checkpoint_meta") or {}).get("loss")
+    if isinstance(loss, Mapping) and loss.get("name"):
+        return str(loss["name"])
+    if isinstance(loss, str) and loss:
+        return loss
+    # an eval folder inside a run directory: the run's resolved config names the loss
+    config = folder.parent / "config.yaml"
+    if folder.name == EVAL_SUBFOLDER and config.is_file():
+        try:
+            data = yaml.safe_load(config.read_text())
+        except yaml.YAMLError:
+            return UNKNOWN_LOSS
+        name = (data or {}).get("loss", {}).get("name") if isinstance(data, dict) else None
+        if name:
+            return str(name)
+    return UNKNOWN_LOSS
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_per_sample(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} is not a robustcam per_sample.csv: it lacks the columns {', '.join(missing)}")
+    for column in BOOLEAN_COLUMNS:
+        if frame[column].dtype != bool:
+            # an empty file or a column written as 0/1: normalise, "True"/"False" text included
+            frame[column] = frame[column].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+    for column in ("attack", "backend", "norm"):
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+def load_evaluation(folder: str | Path, *, name: str | None = None) -> Evaluation:
+    """Read one evaluation folder (it must hold ``per_sample.csv``)."""
+    folder = Path(folder)
+    per_sample_path = folder / PER_SAMPLE_FILE
+    if not per_sample_path.is_file():
+        raise ValueError(f"no evaluation in {folder}: {PER_SAMPLE_FILE} is missing")
+    per_sample = _read_per_sample(per_sample_path)
+    summary_path = folder / SUMMARY_FILE
+    summary = pd.read_csv(summary_path) if summary_path.is_file() else pd.DataFrame()
+    info: dict[str, Any] = {}
+    json_path = folder / SUMMARY_JSON_FILE
+    if json_path.is_file():
+        try:
+            loaded = json.loads(json_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{json_path} is not valid JSON: {error}") from None
+        info = loaded if isinstance(loaded, dict) else {}
+    if info:
+        # the accessors below expect these to be mappings; a hand-edited file may hold null
+        for key in ("config", "meta"):
+            info[key] = info.get(key) if isinstance(info.get(key), dict) else {}
+        if not isinstance(info["config"].get("checkpoint_meta"), dict):
+            info["config"]["checkpoint_meta"] = {}
+        info["flags"] = info.get("flags") if isinstance(info.get("flags"), list) else []
+    meta = info.get("config", {}).get("checkpoint_meta", {})
+    examples = folder / EXAMPLES_FILE
+    return Evaluation(
+        name=name or evaluation_name(folder),
+        path=folder,
+        per_sample=per_sample,
+        summary=summary,
+        info=info,
+        loss=_loss_name(info, folder),
+        noise=noise_text(meta.get("noise")),
+        examples=examples if examples.is_file() else None,
+    )
+
+
+def _unique_names(folders: Sequence[Path]) -> list[str]:
+    """Folder-derived names, with the parent folder prepended where two would collide."""
+    base = [evaluation_name(f) for f in folders]
+    names = list(base)
+    for i, folder in enumerate(folders):
+        if base.count(base[i]) > 1:
+            owner = folder.resolve().parent if folder.resolve().name == EVAL_SUBFOLDER else folder.resolve()
+            names[i] = f"{owner.parent.name}/{owner.name}"
+    counts = Counter(names)
+    taken: Counter[str] = Counter()
+    unique = []
+    for name in names:
+        if counts[name] > 1:
+            taken[name] += 1
+            name = f"{name}#{taken[name]}"
+        unique.append(name)
+    return unique
+
+
+def load_evaluations(paths: str | Path | Iterable[str | Path]) -> list[Evaluation]:
+    """Every evaluation at or below ``paths`` (eval folders, run directories, sweep roots).
+
+    Raises ``ValueError`` naming what was looked for when a path holds no evaluation.
+    Names are unique: where two folders would get the same name, the parent's is prepended.
+    """
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not items:
+        raise ValueError("no paths given: pass eval folders, run directories or a folder that holds them")
+    folders: list[Path] = []
+    seen: set[Path] = set()
+    for item in items:
+        for folder in find_evaluation_dirs(item):
+            key = folder.resolve()
+            if key not in seen:
+                seen.add(key)
+                folders.append(folder)
+    names = _unique_names(folders)
+    return [load_evaluation(folder, name=name) for folder, name in zip(folders, names)]
+
+
+__all__ = [
+    "Evaluation",
+    "evaluation_name",
+    "find_evaluation_dirs",
+    "load_evaluation",
+    "load_evaluations",
+    "noise_text",
+]

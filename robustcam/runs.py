@@ -1,0 +1,76 @@
+"""Run directories: train a config and evaluate its checkpoint into ``<run>/eval``, resumably.
+
+A run directory holds what ``robustcam.train.train`` writes (``config.yaml``,
+``model.pt``, ``train_log.csv``, ``complete.json``) and an ``eval/`` folder with
+``per_sample.csv``, ``summary.csv``, ``summary.json`` and its own completion
+marker, written last. Both steps are skipped when their marker says they were
+finished with the same config, so a re-run redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from robustcam.checkpoint import load_checkpoint
+from robustcam.config import EvalConfig, config_to_dict
+from robustcam.data import load_dataset
+from robustcam.evaluate import EvalProgress, EvalResult, evaluate, write_eval
+from robustcam.io import atomic_write_text
+from robustcam.runtime import resolve_device
+from robustcam.train import MODEL_FILE
+
+EVAL_DIR = "eval"
+EVAL_COMPLETE = "complete.json"
+
+
+def eval_digest(config: EvalConfig) -> str:
+    payload = json.dumps(config_to_dict(config), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def finished_eval(run_dir: str | Path, config: EvalConfig) -> bool:
+    marker = Path(run_dir) / EVAL_DIR / EVAL_COMPLETE
+    return marker.is_file() and json.loads(marker.read_text()).get("eval_digest") == eval_digest(config)
+
+
+def evaluate_run(
+    run_dir: str | Path, config: EvalConfig, *, progress: EvalProgress | None = None
+) -> tuple[Path, EvalResult | None]:
+    """Evaluate ``run_dir/model.pt`` on its dataset into ``run_dir/eval``.
+
+    Returns the eval folder and the result, or None for the result when a finished
+    evaluation with the same config was already there.
+    """
+    run = Path(run_dir)
+    out = run / EVAL_DIR
+    if finished_eval(run, config):
+        return out, None
+    device = resolve_device(config.device)
+    model, meta = load_checkpoint(run / MODEL_FILE, map_location=device)
+    data = meta.get("data") or {}
+    if "name" not in data:
+        raise ValueError(f"{run / MODEL_FILE} records no dataset; evaluate it with robustcam eval --data")
+    dataset = load_dataset(data["name"], config.split, root=data.get("root"), **data.get("options", {}))
+    result = evaluate(
+        model, dataset, config.build_attacks(), eps=config.eps, eps_l2=config.eps_l2, backends=config.backends,
+        n=config.n, batch_size=config.batch_size, cascade=config.cascade, seed=config.seed, sanity=config.sanity,
+        cam_stats=config.cam_stats, cam_topk=config.cam_topk, adv_dir=out / "adv" if config.save_adv else None,
+        progress=progress,
+    )  # fmt: skip
+    write_eval(result, out, config=eval_record(config, run / MODEL_FILE, meta, data))
+    atomic_write_text(out / EVAL_COMPLETE, json.dumps({"eval_digest": eval_digest(config)}))
+    return out, result
+
+
+def eval_record(config: EvalConfig, checkpoint: Path, meta: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """What ``summary.json`` records about the evaluation and the checkpoint it evaluated."""
+    keys = ("arch", "num_classes", "loss", "noise", "seed", "dataset", "metrics", "config_digest", "warnings")
+    return {
+        "eval": config_to_dict(config),
+        "checkpoint": str(checkpoint),
+        "checkpoint_meta": {key: meta.get(key) for key in keys if key in meta},
+        "data": {"name": data.get("name"), "split": config.split, "options": data.get("options", {})},
+    }
