@@ -141,3 +141,49 @@ def test_eval_of_a_bare_state_dict_needs_an_arch(
     assert code == 2 and "has no metadata; pass --arch" in " ".join(err.split())
     code, _, err = _run(["eval", "--ckpt", str(bare), "--arch", "smallcnn"], capsys)
     assert code == 2 and "does not fit arch 'smallcnn'" in " ".join(err.split())  # trained with width 4
+
+
+def test_quickstart_trains_evaluates_and_reports_then_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "quickstart"
+    code, stdout, _ = _run(["quickstart", "--out", str(out), "--epochs", "1", "--n", "16"], capsys)
+    assert code == 0
+    for loss in ("ce", "focal", "cam_loss", "hnc"):
+        assert (out / loss / "model.pt").is_file()
+        assert (out / loss / "eval" / "per_sample.csv").is_file()
+        assert (out / loss / "eval" / "complete.json").is_file()
+    report = out / "report"
+    assert {"models.csv", "correlations.csv", "samples_auroc.csv", "report.md"} <= {p.name for p in report.iterdir()}
+    assert "quickstart finished" in stdout
+    code, stdout, _ = _run(["quickstart", "--out", str(out), "--epochs", "1", "--n", "16"], capsys)
+    flat = " ".join(stdout.split())
+    assert code == 0 and flat.count("evaluation reused") == 4 and flat.count(": reused, test accuracy") == 4
+
+
+def test_report_reads_saved_evaluations(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evals = []
+    for seed in (0, 1):
+        out = tmp_path / f"eval{seed}"
+        _run(["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm", "--eps", "8/255", "--n", "24",
+              "--seed", str(seed), "--no-sanity", "--out", str(out)], capsys)  # fmt: skip
+        evals.append(str(out))
+    code, stdout, _ = _run(["report", *evals, "--out", str(tmp_path / "compare"), "--bootstrap", "50"], capsys)
+    assert code == 0
+    models = __import__("pandas").read_csv(tmp_path / "compare" / "models.csv")
+    assert len(models) == 2 and "fgsm@8/255" in models.columns
+    code, _, err = _run(["report", str(tmp_path / "nothing-here")], capsys)
+    assert code == 2 and "nothing-here" in err
+
+
+def test_cam_writes_the_grid_and_its_statistics(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cams.png"
+    code, stdout, _ = _run(["cam", "--ckpt", str(checkpoint), "--n", "3", "--attack", "fgsm", "--eps", "8/255",
+                            "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0 and out.stat().st_size > 1000
+    table = __import__("pandas").read_csv(out.with_suffix(".csv"))
+    assert len(table) == 3 and {"clean_neg_peak_max", "adv_neg_peak_max"} <= set(table.columns)
+    code, _, err = _run(["cam", "--ckpt", str(checkpoint), "--indices", "99999", "--out", str(out)], capsys)
+    assert code == 2 and "--indices must be in [0, 359]" in err
