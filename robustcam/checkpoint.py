@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import pickle
-import platform
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -40,13 +39,13 @@ from typing import Any
 import safetensors
 import safetensors.torch
 import torch
-import torchvision
 from torch import Tensor, nn
 
 import robustcam
 from robustcam.errors import CheckpointError
 from robustcam.io import atomic_write, atomic_write_bytes
 from robustcam.models import MODELS, CAMClassifier, build_model
+from robustcam.runtime import library_versions
 
 __all__ = [
     "FORMAT",
@@ -156,7 +155,7 @@ def _complete_meta(model: CAMClassifier, meta: Mapping[str, Any]) -> dict[str, A
                 )
         else:
             plain[key] = _stats_list(buffer)
-    plain.setdefault("versions", _versions())
+    plain.setdefault("versions", library_versions())
     if "model_kwargs" in plain and not isinstance(plain["model_kwargs"], dict):
         raise TypeError(f"meta['model_kwargs'] must be a dict, got {type(plain['model_kwargs']).__name__}")
     return plain
@@ -219,14 +218,6 @@ def _stats_agree(value: object, buffer: Tensor) -> bool:
     return stats.shape == flat.shape and bool(torch.allclose(stats, flat, rtol=1e-5, atol=1e-6))
 
 
-def _versions() -> dict[str, str]:
-    return {
-        # torch.__version__ is a str subclass that weights_only loading would refuse.
-        "robustcam": str(robustcam.__version__),
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "python": platform.python_version(),
-    }
 
 
 def _check_rebuildable(model: CAMClassifier, meta: Mapping[str, Any]) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,14 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import robustcam
 from robustcam.attacks import Attack, Norm, build_attack, check_supported, format_eps, get_backend, parse_eps_list
 from robustcam.cam import localization_iou, negative_cam_stats, peak_location, resolve_topk
 from robustcam.data import ImageDataset, check_pixel_range
 from robustcam.data.batches import iterate_batches
 from robustcam.io import atomic_torch_save, atomic_write_text
 from robustcam.models import CAMClassifier
-from robustcam.runtime import derived_generator
+from robustcam.runtime import derived_generator, library_versions
 
 DEFAULT_EPS: tuple[str, ...] = ("1/255", "2/255", "4/255", "8/255")
 DEFAULT_EPS_L2: tuple[str, ...] = ("0.25", "0.5", "1.0")
@@ -672,19 +670,6 @@ def large_eps_check(
     return None
 
 
-def library_versions() -> dict[str, str]:
-    import foolbox
-    import torchattacks
-    import torchvision
-
-    return {
-        "robustcam": robustcam.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "torchattacks": torchattacks.__version__,
-        "foolbox": foolbox.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # --------------------------------------------------------------------------- files
@@ -719,7 +704,6 @@ __all__ = [
     "backend_agreement",
     "evaluate",
     "large_eps_check",
-    "library_versions",
     "logit_margin",
     "sanity_flags",
     "select_samples",

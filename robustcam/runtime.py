@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 from collections.abc import Iterator
 
@@ -96,3 +97,24 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of robustcam and the libraries its numbers depend on, as plain strings.
+
+    ``torch.__version__`` is a str subclass that ``weights_only`` loading refuses, hence ``str()``.
+    """
+    import foolbox
+    import torchattacks
+    import torchvision
+
+    import robustcam
+
+    return {
+        "robustcam": str(robustcam.__version__),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "torchattacks": str(torchattacks.__version__),
+        "foolbox": str(foolbox.__version__),
+        "python": platform.python_version(),
+    }

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import robustcam
 from robustcam.checkpoint import load_checkpoint, save_checkpoint
 from robustcam.config import TrainConfig, config_to_dict, dump_yaml
 from robustcam.data import ImageDataset, load_dataset
@@ -42,6 +40,7 @@ from robustcam.runtime import (
     autocast,
     derived_generator,
     eval_mode,
+    library_versions,
     resolve_amp,
     resolve_device,
     seed_everything,
@@ -215,15 +214,6 @@ def _write_log(out_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return log
 
 
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    return {
-        "robustcam": robustcam.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def load_completed_run(out_dir: Path, digest: str | None = None) -> TrainResult | None:
@@ -415,7 +405,7 @@ def train(
             "loss_parts": {k: v for k, v in last.items() if k not in LOG_COLUMNS},
             "train_time_s": train_time,
         },
-        "versions": _versions(),
+        "versions": library_versions(),
         **(extra_meta or {}),
     }
     save_checkpoint(out / MODEL_FILE, model, meta)

@@ -120,7 +120,7 @@ def test_round_trip_gives_same_outputs_and_meta(
     assert meta["mean"] == [0.1307] and meta["std"] == [0.3081]
     assert meta["input_shape"] == [1, 32, 32]
     assert meta["metrics"]["test_acc"] == 0.875 and type(meta["metrics"]["test_acc"]) is float
-    assert set(meta["versions"]) == {"robustcam", "torch", "torchvision", "python"}
+    assert set(meta["versions"]) == {"robustcam", "torch", "torchvision", "torchattacks", "foolbox", "python"}
     assert meta["loss"] == _meta()["loss"] and meta["dataset"] == _meta()["dataset"] and meta["seed"] == 7
     assert meta["noise"] is None and math.isnan(meta["metrics"]["nan_metric"])
     assert "warnings" not in meta
