@@ -110,9 +110,10 @@ class RichTrainProgress(TrainProgress):
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         parts = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in LOG_COLUMNS)
+        memorized = f"  memorized {100 * row['memorization']:.1f}%" if "memorization" in row else ""
         self.progress.console.print(
             f"epoch {row['epoch']}/{self.epochs}  {parts}  train {100 * row['train_acc']:.1f}%  "
-            f"test {100 * row['test_acc']:.1f}%  {row['images_per_s']:,.0f} img/s",
+            f"test {100 * row['test_acc']:.1f}%{memorized}  {row['images_per_s']:,.0f} img/s",
             soft_wrap=True,
         )
         if self.task is not None:
@@ -188,9 +189,14 @@ def train(
     table = Table(title=f"{cfg.loss.name} on {cfg.data.name} ({cfg.model.arch}, {cfg.epochs} epochs)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("train accuracy", f"{100 * metrics['train_acc']:.2f}%")
+    table.add_row("train accuracy" + (" (noisy labels)" if result.meta.get("noise") else ""),
+                  f"{100 * metrics['train_acc']:.2f}%")
     table.add_row("test accuracy", f"{100 * metrics['test_acc']:.2f}%")
     table.add_row("test cross-entropy", f"{metrics['test_loss']:.4f}")
+    noise = result.meta.get("noise")
+    if noise:
+        table.add_row("label noise", f"{noise['kind']} {noise.get('rate') or ''} (realised {100 * noise['realized_rate']:.1f}%)")
+        table.add_row("memorized flipped labels", f"{100 * metrics['memorization']:.1f}%")
     for name, value in metrics["loss_parts"].items():
         table.add_row(f"train {name}", f"{value:.4f}")
     table.add_row("training time", f"{metrics['train_time_s']:.1f} s")

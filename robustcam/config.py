@@ -38,6 +38,7 @@ from robustcam.errors import ConfigError
 from robustcam.evaluate import DEFAULT_EPS, DEFAULT_EPS_L2
 from robustcam.losses import LOSSES, loss_parameters
 from robustcam.models import MODELS
+from robustcam.noise import NOISE_KINDS, NoiseSpec
 
 
 class StrictModel(BaseModel):
@@ -118,6 +119,36 @@ class ScheduleConfig(StrictModel):
     gamma: float = Field(0.1, gt=0)
 
 
+class NoiseConfig(StrictModel):
+    """Label noise applied to the training split (test labels stay clean); see ``robustcam.noise``.
+
+    ``kind: none`` trains on clean labels. ``seed`` defaults to the run's seed.
+    """
+
+    kind: str = Field("none", description="none, symmetric, asymmetric, pairflip, matrix or human")
+    rate: float | None = Field(None, description="flip rate in [0, 1] (not for matrix/human)")
+    convention: Literal["other", "uniform"] = "other"
+    sampling: Literal["exact", "bernoulli"] = "exact"
+    class_map: dict[int, int] | None = Field(None, description="asymmetric: {source: destination}")
+    path: str | None = Field(None, description="matrix: .yaml/.npy file; human: CIFAR-N label file")
+    key: str | None = Field(None, description="human: which labels, e.g. worse_label")
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _check_spec(self) -> NoiseConfig:
+        self.spec()
+        return self
+
+    def spec(self) -> NoiseSpec | None:
+        """The validated noise spec, or None for clean labels."""
+        if self.kind == "none":
+            return None
+        if self.kind not in NOISE_KINDS:
+            raise ValueError(f"noise kind: {NOISE_KINDS.unknown_message(self.kind)}, none")
+        fields = self.model_dump(exclude={"seed"})
+        return NoiseSpec.from_dict({k: v for k, v in fields.items() if v is not None or k == "kind"})
+
+
 Device = str
 AMP = Literal["auto", "none", "bf16", "fp16"]
 Augment = Literal["auto", "none", "crop", "crop_flip"]
@@ -131,6 +162,7 @@ class TrainConfig(StrictModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)

@@ -55,7 +55,7 @@ COMPLETE_FILE = "complete.json"
 
 _FLIP_DATASETS = ("cifar10", "cifar100", "imagefolder")
 # train_log.csv columns that are not loss parts
-LOG_COLUMNS = ("epoch", "lr", "train_acc", "test_acc", "test_loss", "epoch_time_s", "images_per_s")
+LOG_COLUMNS = ("epoch", "lr", "train_acc", "test_acc", "test_loss", "memorization", "epoch_time_s", "images_per_s")
 _CHECK_FINITE_EVERY = 20  # steps between host syncs for the NaN/inf check
 
 
@@ -205,6 +205,31 @@ def accuracy_and_loss(
     return float(correct) / max(count, 1), float(loss_sum) / max(count, 1)
 
 
+@torch.no_grad()
+def memorization_rate(
+    model: CAMClassifier,
+    train_set: ImageDataset,
+    flipped: Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """Fraction of the flipped training samples the model predicts as their noisy label.
+
+    ``train_set`` carries the noisy labels; evaluated in eval mode without augmentation.
+    """
+    order = flipped.nonzero().squeeze(1)
+    if len(order) == 0:
+        return float("nan")
+    agree = torch.zeros((), device=device)
+    with eval_mode(model):
+        for batch in iterate_batches(train_set, batch_size, order=order, device=device):
+            with autocast(device, amp_dtype):
+                agree += (model(batch.images).argmax(1) == batch.labels).sum()
+    return float(agree) / len(order)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -275,6 +300,19 @@ def train(
     )
     test_set = load_dataset(config.data.name, "test", root=data_root, download=False, **config.data.options)
     info = train_set.info
+    noise_meta: dict[str, Any] | None = None
+    flipped: Tensor | None = None
+    spec = config.noise.spec()
+    if spec is not None:
+        if labels is not None:
+            raise ValueError("give label noise either in the config (noise:) or as train_labels, not both")
+        noise_seed = config.noise.seed if config.noise.seed is not None else config.seed
+        coarse = train_set.fine_to_coarse() if hasattr(train_set, "fine_to_coarse") else None
+        noisy = spec.apply(
+            train_set.targets, num_classes=info.num_classes, dataset=info.name, coarse_labels=coarse, seed=noise_seed
+        )
+        labels, flipped = noisy.labels, noisy.flipped
+        noise_meta = {**spec.to_dict(), "seed": noise_seed, "realized_rate": noisy.realized_rate}
     if labels is not None:
         train_set = train_set.with_targets(labels)
 
@@ -358,6 +396,11 @@ def train(
         test_acc, test_loss = accuracy_and_loss(
             model, test_set, batch_size=config.eval_batch_size, device=device, amp_dtype=amp_dtype
         )
+        memorization = (
+            memorization_rate(model, train_set, flipped, batch_size=config.eval_batch_size, device=device,
+                              amp_dtype=amp_dtype)
+            if flipped is not None else None
+        )  # fmt: skip
         elapsed = time.perf_counter() - started
         train_time += elapsed
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
@@ -367,6 +410,7 @@ def train(
                 "train_acc": float(correct) / seen,
                 "test_acc": test_acc,
                 "test_loss": test_loss,
+                **({} if memorization is None else {"memorization": memorization}),
                 "epoch_time_s": elapsed,
                 "images_per_s": seen / elapsed,
             }
@@ -402,10 +446,12 @@ def train(
             "test_loss": last["test_loss"],
             "train_acc": last["train_acc"],
             "train_loss": last["loss"],
+            **({} if "memorization" not in last else {"memorization": last["memorization"]}),
             "loss_parts": {k: v for k, v in last.items() if k not in LOG_COLUMNS},
             "train_time_s": train_time,
         },
         "versions": library_versions(),
+        "noise": noise_meta,
         **(extra_meta or {}),
     }
     save_checkpoint(out / MODEL_FILE, model, meta)
