@@ -523,6 +523,74 @@ def quickstart_command(
     console.print(f"quickstart finished in {time.perf_counter() - began:.0f} s; read {files.markdown}")
 
 
+# --------------------------------------------------------------------------- sweep
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Annotated[Path, typer.Argument(help="Sweep YAML: base train config, grid, eval section.")],
+    executor: Annotated[str, typer.Option(help="local (default) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (auto for the running cluster).")] = None,
+    workers: Annotated[int, typer.Option(help="Local executor: cells in parallel processes (one GPU each).")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Sweep folder (default runs/<sweep name>); shared storage for Ray.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells, what is done and what is left.")] = False,
+    report: Annotated[bool, typer.Option(help="Write the report over all cells at the end.")] = True,
+) -> None:
+    """Train and evaluate every cell of a grid (losses x noise x seeds ...); resumable, local or on Ray."""
+    import time
+
+    from robustcam.sweep import cell_dir, cell_status, load_sweep, run_cell, run_sweep
+
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor {executor!r}; valid: local, ray")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    sweep, cells, default_out = load_sweep(config)
+    root = out or default_out
+    statuses = [cell_status(root, cell) for cell in cells]
+    table = Table(title=f"{sweep.name or config.stem}: {len(cells)} cells in {root}", title_justify="left")
+    for column in ("#", "cell", "status"):
+        table.add_column(column)
+    for cell, status in zip(cells, statuses):
+        colour = {"done": "green", "partial": "yellow", "todo": "white"}[status]
+        table.add_row(str(cell.index), cell.label, f"[{colour}]{status}[/]")
+    if dry_run:
+        console.print(table)
+        console.print(f"{statuses.count('done')} done, {statuses.count('partial')} partly done, "
+                      f"{statuses.count('todo')} to do")  # fmt: skip
+        return
+    began = time.perf_counter()
+    todo = len(cells) - statuses.count("done")
+    console.print(f"[bold]robustcam sweep[/] {config}: {todo} of {len(cells)} cells to run with {executor}")
+    finished = 0
+
+    def on_cell_done(cell: Any, row: dict[str, Any]) -> None:
+        nonlocal finished
+        finished += 1
+        console.print(f"[green]cell {finished}/{todo} done[/]: {cell.label}  test accuracy "
+                      f"{100 * row['test_acc']:.1f}%  -> {cell_dir(root, cell)}", highlight=False)  # fmt: skip
+
+    def run_with_progress(folder: Path, cell: Any) -> dict[str, Any]:
+        console.rule(cell.label)
+        with _progress() as progress:
+            return run_cell(folder, cell, train_progress=RichTrainProgress(progress),
+                            eval_progress=RichEvalProgress(progress))  # fmt: skip
+
+    try:
+        table_out = run_sweep(root, cells, executor=executor, workers=workers, address=address,  # type: ignore[arg-type]
+                              on_cell_done=on_cell_done,
+                              runner=run_with_progress if executor == "local" and workers == 1 else None)  # fmt: skip
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted: finished cells and epochs are saved in {root}; re-run to continue[/]")
+        raise typer.Exit(130) from None
+    console.print(f"saved {root / 'sweep.csv'} ({len(table_out)} rows) in {time.perf_counter() - began:.1f} s")
+    if report and len(table_out):
+        from robustcam.report import load_evaluations, render_report, write_report
+
+        files = write_report(load_evaluations([root / "cells"]), root / "report")
+        render_report(files, console)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -83,7 +83,8 @@ class TrainResult:
 
 def config_digest(config: TrainConfig, train_labels: Tensor | None = None) -> str:
     """A stable id of everything that determines the trained weights."""
-    payload = json.dumps(config_to_dict(config), sort_keys=True)
+    # where it runs (device, loader workers) does not change what a run is, so it can resume elsewhere
+    payload = json.dumps(config_to_dict(config.model_copy(update={"device": "auto", "num_workers": 0})), sort_keys=True)
     digest = hashlib.sha256(payload.encode())
     if train_labels is not None:
         digest.update(train_labels.to(torch.int64).cpu().numpy().tobytes())
