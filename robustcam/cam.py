@@ -26,7 +26,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import Tensor
 
 DEFAULT_TOPK = 5
@@ -119,6 +118,8 @@ def cam_box(cam: np.ndarray, *, threshold: float = 0.2) -> tuple[int, int, int, 
     evaluation code does. Returns ``(x0, y0, x1, y1)`` with an exclusive upper corner,
     or None for a constant map.
     """
+    from scipy import ndimage
+
     low, high = float(cam.min()), float(cam.max())
     if not high > low:
         return None

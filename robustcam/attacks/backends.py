@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import foolbox as fb
 import torch
 from torch import Tensor
 
@@ -68,7 +67,9 @@ class FoolboxBackend(Backend):
     def _run(
         self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
     ) -> Tensor:
-        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=images.device)
+        import foolbox
+
+        fmodel = foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=images.device)
         runner = attack.foolbox(eps)
         raw, clipped, success = runner(fmodel, images, labels, epsilons=eps)
         adversarial: Tensor = clipped if eps is not None else raw

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import foolbox as fb
-import torchattacks
 from torch import nn
 
 from robustcam.attacks.base import Attack, Norm, register_attack
+
+
+def _torchattacks() -> Any:
+    import torchattacks  # imported when an attack is built: keeps `import robustcam` fast
+
+    return torchattacks
+
+
+def _foolbox() -> Any:
+    import foolbox
+
+    return foolbox
 
 
 def _require_eps(name: str, eps: float | None) -> float:
@@ -30,10 +40,10 @@ class FGSM(Attack):
     norm = "Linf"
 
     def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return torchattacks.FGSM(model, eps=_require_eps(self.name, eps))
+        return _torchattacks().FGSM(model, eps=_require_eps(self.name, eps))
 
     def foolbox(self, eps: float | None) -> Any:
-        return fb.attacks.LinfFastGradientAttack(random_start=False)
+        return _foolbox().attacks.LinfFastGradientAttack(random_start=False)
 
 
 @register_attack
@@ -58,13 +68,13 @@ class PGD(Attack):
 
     def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
         eps = _require_eps(self.name, eps)
-        return torchattacks.PGD(
+        return _torchattacks().PGD(
             model, eps=eps, alpha=self.step_size(eps), steps=self.steps, random_start=self.random_start
         )
 
     def foolbox(self, eps: float | None) -> Any:
         eps = _require_eps(self.name, eps)
-        return fb.attacks.LinfProjectedGradientDescentAttack(
+        return _foolbox().attacks.LinfProjectedGradientDescentAttack(
             abs_stepsize=self.step_size(eps), steps=self.steps, random_start=self.random_start
         )
 
@@ -78,13 +88,13 @@ class PGDL2(PGD):
 
     def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
         eps = _require_eps(self.name, eps)
-        return torchattacks.PGDL2(
+        return _torchattacks().PGDL2(
             model, eps=eps, alpha=self.step_size(eps), steps=self.steps, random_start=self.random_start
         )
 
     def foolbox(self, eps: float | None) -> Any:
         eps = _require_eps(self.name, eps)
-        return fb.attacks.L2ProjectedGradientDescentAttack(
+        return _foolbox().attacks.L2ProjectedGradientDescentAttack(
             abs_stepsize=self.step_size(eps), steps=self.steps, random_start=self.random_start
         )
 
@@ -118,10 +128,10 @@ class CW(Attack):
         self.lr = lr
 
     def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return torchattacks.CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
+        return _torchattacks().CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
 
     def foolbox(self, eps: float | None) -> Any:
-        return fb.attacks.L2CarliniWagnerAttack(
+        return _foolbox().attacks.L2CarliniWagnerAttack(
             binary_search_steps=1,
             steps=self.steps,
             stepsize=self.lr,
@@ -151,7 +161,7 @@ class APGD(Attack):
         self.loss = loss
 
     def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return torchattacks.APGD(
+        return _torchattacks().APGD(
             model, norm="Linf", eps=_require_eps(self.name, eps), steps=self.steps,
             n_restarts=self.restarts, loss=self.loss, seed=seed,
         )
@@ -171,7 +181,7 @@ class AutoAttack(Attack):
         self.version = version
 
     def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return torchattacks.AutoAttack(
+        return _torchattacks().AutoAttack(
             model, norm="Linf", eps=_require_eps(self.name, eps), version=self.version,
             n_classes=num_classes, seed=seed,
         )

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from robustcam.data.base import DatasetInfo, TensorImageDataset, channel_stats
@@ -26,6 +24,9 @@ DIGIT_CLASS_NAMES = tuple(str(d) for d in range(10))
 @lru_cache(maxsize=4)
 def digits_split(test_fraction: float = 0.2, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, test) into scikit-learn's digits: stratified, deterministic."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     labels = load_digits().target
     indices = np.arange(len(labels))
     train, test = train_test_split(
@@ -36,6 +37,8 @@ def digits_split(test_fraction: float = 0.2, split_seed: int = 0) -> tuple[np.nd
 
 def digit_images(size: int = 32) -> tuple[Tensor, Tensor]:
     """All 1,797 digits as float (N, 1, size, size) images in [0, 1], and their labels."""
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     images = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)

@@ -7,12 +7,19 @@ Weights are always randomly initialised: robustcam never downloads weights.
 
 from __future__ import annotations
 
-import torchvision
+from typing import Any
+
 from torch import nn
 
 from robustcam.models.base import CAMClassifier
 from robustcam.models.registry import register_model
 from robustcam.models.torchvision_adapter import from_torchvision
+
+
+def _torchvision_models() -> Any:
+    import torchvision  # imported when a torchvision architecture is built: keeps `import robustcam` fast
+
+    return torchvision.models
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -41,16 +48,15 @@ def smallcnn(num_classes: int, in_channels: int = 3, *, width: int = 16) -> CAMC
 @register_model("resnet18_cifar")
 def resnet18_cifar(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     """ResNet-18 for 32x32 inputs: 3x3 stride-1 stem and no max-pool (4x4 CAMs)."""
-    net = torchvision.models.resnet18(num_classes=num_classes)
+    net = _torchvision_models().resnet18(num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()  # type: ignore[assignment]
     return from_torchvision(net, arch="resnet18_cifar", in_channels=in_channels)
 
 
 def _register_torchvision(name: str) -> None:
-    constructor = getattr(torchvision.models, name)
-
     def factory(num_classes: int, in_channels: int = 3) -> CAMClassifier:
+        constructor = getattr(_torchvision_models(), name)
         return from_torchvision(constructor(num_classes=num_classes), arch=name, in_channels=in_channels)
 
     factory.__name__ = name
@@ -73,7 +79,7 @@ def mobilenet_v3_large(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     head after pooling. Weights for this variant keep their torchvision names,
     except ``classifier.0`` which becomes the 1x1 convolution ``features.17``.
     """
-    net = torchvision.models.mobilenet_v3_large(num_classes=num_classes)
+    net = _torchvision_models().mobilenet_v3_large(num_classes=num_classes)
     hidden = net.classifier[0]
     assert isinstance(hidden, nn.Linear)
     conv = nn.Conv2d(hidden.in_features, hidden.out_features, kernel_size=1)
