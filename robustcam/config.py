@@ -142,6 +142,9 @@ class NoiseConfig(StrictModel):
     def spec(self) -> NoiseSpec | None:
         """The validated noise spec, or None for clean labels."""
         if self.kind == "none":
+            given = sorted(k for k in self.model_fields_set if k != "kind" and getattr(self, k) is not None)
+            if given:
+                raise ValueError(f"{', '.join(given)} set but noise.kind is none; set noise.kind (e.g. symmetric)")
             return None
         if self.kind not in NOISE_KINDS:
             raise ValueError(f"noise kind: {NOISE_KINDS.unknown_message(self.kind)}, none")

@@ -1,0 +1,144 @@
+"""Sweeps: grid expansion, stable cell ids, resumable cells, exact recovery after SIGKILL, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from robustcam.errors import ConfigError
+from robustcam.sweep import cell_dir, cell_status, load_sweep, run_sweep
+
+SWEEP = {
+    "name": "tiny",
+    "base": {"model": {"options": {"width": 4}}, "epochs": 2, "batch_size": 128},
+    "grid": {"loss.name": ["ce", "hnc"], "noise.kind": ["symmetric"], "noise.rate": [0.2, 0.4]},
+    "eval": {"attacks": ["fgsm"], "eps": ["8/255"], "n": 16, "sanity": False},
+}
+
+
+def _write(folder: Path, sweep: dict | None = None, name: str = "sweep.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump({**(sweep or SWEEP), "out": str(folder / "out")}))
+    return path
+
+
+def test_grid_expansion_and_stable_cell_ids(tmp_path: Path) -> None:
+    _, cells, out = load_sweep(_write(tmp_path))
+    assert len(cells) == 4 and out == tmp_path / "out"
+    assert [c.values["loss.name"] for c in cells] == ["ce", "ce", "hnc", "hnc"]
+    assert cells[1].train.noise.rate == 0.4 and cells[2].train.loss.name == "hnc"
+    _, again, _ = load_sweep(_write(tmp_path / "again"))
+    assert [c.cell_id for c in cells] == [c.cell_id for c in again]
+    moved = {**SWEEP, "base": {**SWEEP["base"], "device": "cpu"}}  # where it runs is not what it is
+    _, placed, _ = load_sweep(_write(tmp_path / "placed", moved))
+    assert [c.cell_id for c in cells] == [c.cell_id for c in placed]
+
+
+def test_a_list_of_grids_is_their_union_and_bad_cells_name_themselves(tmp_path: Path) -> None:
+    union = {**SWEEP, "grid": [{"loss.name": ["ce"], "noise.rate": [0.2]}, {"loss.name": ["hnc"], "seed": [1, 2]}]}
+    _, cells, _ = load_sweep(_write(tmp_path, {**union, "base": {**SWEEP["base"], "noise": {"kind": "symmetric", "rate": 0.1}}}))
+    assert [c.label for c in cells] == ["loss.name=ce, noise.rate=0.2", "loss.name=hnc, seed=1", "loss.name=hnc, seed=2"]
+    bad = {**SWEEP, "grid": {"noise.kind": ["symmetric"], "noise.rate": [1.5]}}
+    with pytest.raises(ConfigError, match=r"cell noise.kind=symmetric, noise.rate=1.5.*rate must be in \[0, 1\]"):
+        load_sweep(_write(tmp_path / "bad", bad))
+    with pytest.raises(ConfigError, match="rate set but noise.kind is none"):
+        load_sweep(_write(tmp_path / "none", {**SWEEP, "grid": {"noise.rate": [0.2]}}))
+
+
+def test_a_finished_sweep_is_not_run_again(tmp_path: Path) -> None:
+    sweep_file = _write(tmp_path)
+    _, cells, out = load_sweep(sweep_file)
+    table = run_sweep(out, cells)
+    assert len(table) == 4 and all(cell_status(out, c) == "done" for c in cells)
+    assert table["realized_noise_rate"].round(2).tolist() == [0.2, 0.4, 0.2, 0.4]
+    assert {"fgsm@8/255", "clean_neg_homogeneity", "memorization"} <= set(table.columns)
+    ran = []
+    again = run_sweep(out, cells, runner=lambda root, cell: ran.append(cell) or {})
+    assert ran == []
+    pd.testing.assert_frame_equal(table, again)
+    assert pd.read_csv(out / "sweep.csv").shape == table.shape
+
+
+def _sweep_command(sweep_file: Path) -> list[str]:
+    return [sys.executable, "-m", "robustcam.cli", "sweep", str(sweep_file), "--no-report"]
+
+
+def test_a_sweep_killed_mid_cell_resumes_to_the_same_sweep_csv(tmp_path: Path) -> None:
+    longer = {**SWEEP, "base": {**SWEEP["base"], "epochs": 4}, "grid": {"loss.name": ["ce", "hnc"]}}
+    reference_file = _write(tmp_path / "reference", longer)
+    killed_file = _write(tmp_path / "killed", longer)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_sweep_command(reference_file), check=True, env=env, capture_output=True)
+
+    _, cells, out = load_sweep(killed_file)
+    process = subprocess.Popen(_sweep_command(killed_file), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = cell_dir(out, cells[1]) / "train_state.pt"  # the second cell, after its first epoch
+    deadline = time.monotonic() + 240
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists(), "the sweep was killed in the middle of the second cell"
+    assert cell_status(out, cells[0]) == "done" and cell_status(out, cells[1]) == "partial"
+
+    subprocess.run(_sweep_command(killed_file), check=True, env=env, capture_output=True)
+    reference = pd.read_csv(tmp_path / "reference" / "out" / "sweep.csv")
+    resumed = pd.read_csv(out / "sweep.csv")
+    pd.testing.assert_frame_equal(reference, resumed, check_exact=True)
+
+
+def test_dry_run_lists_what_is_done_and_left(tmp_path: Path) -> None:
+    sweep_file = _write(tmp_path)
+    _, cells, out = load_sweep(sweep_file)
+    run_sweep(out, cells[:1])
+    result = subprocess.run([*_sweep_command(sweep_file), "--dry-run"], capture_output=True, text=True, check=True,
+                            env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert "1 done, 0 partly done, 3 to do" in result.stdout
+    assert not (cell_dir(out, cells[1])).exists()
+
+
+ray = pytest.importorskip("ray", reason="the Ray executor tests need the ray extra")
+
+
+def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
+    sweep_file = _write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}})
+    _, cells, out = load_sweep(sweep_file)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        table = run_sweep(out, cells, executor="ray")
+    finally:
+        ray.shutdown()
+    assert len(table) == 2 and all(cell_status(out, c) == "done" for c in cells)
+    local_file = _write(tmp_path / "local", {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}})
+    _, local_cells, local_out = load_sweep(local_file)
+    local = run_sweep(local_out, local_cells)
+    pd.testing.assert_frame_equal(table, local)
+
+
+def test_ray_executor_on_a_head_node_started_with_ray_start(tmp_path: Path) -> None:
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    port = "6391"
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                    "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
+                   capture_output=True, timeout=120)  # fmt: skip
+    try:
+        sweep_file = _write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce"]}})
+        result = subprocess.run([*_sweep_command(sweep_file), "--executor", "ray", "--address", f"127.0.0.1:{port}"],
+                                env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        marker = json.loads(next((tmp_path / "out" / "cells").glob("*/cell.json")).read_text())
+        assert marker["values"] == {"loss.name": "ce"}
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
