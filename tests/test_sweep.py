@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ import yaml
 from robustcam.errors import ConfigError
 from robustcam.sweep import cell_dir, cell_status, load_sweep, run_sweep
 
-SWEEP = {
+SWEEP: dict[str, Any] = {
     "name": "tiny",
     "base": {"model": {"options": {"width": 4}}, "epochs": 2, "batch_size": 128},
     "grid": {"loss.name": ["ce", "hnc"], "noise.kind": ["symmetric"], "noise.rate": [0.2, 0.4]},
@@ -26,7 +27,7 @@ SWEEP = {
 }
 
 
-def _write(folder: Path, sweep: dict | None = None, name: str = "sweep.yaml") -> Path:
+def _write(folder: Path, sweep: dict[str, Any] | None = None, name: str = "sweep.yaml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text(yaml.safe_dump({**(sweep or SWEEP), "out": str(folder / "out")}))
@@ -63,8 +64,13 @@ def test_a_finished_sweep_is_not_run_again(tmp_path: Path) -> None:
     assert len(table) == 4 and all(cell_status(out, c) == "done" for c in cells)
     assert table["realized_noise_rate"].round(2).tolist() == [0.2, 0.4, 0.2, 0.4]
     assert {"fgsm@8/255", "clean_neg_homogeneity", "memorization"} <= set(table.columns)
-    ran = []
-    again = run_sweep(out, cells, runner=lambda root, cell: ran.append(cell) or {})
+    ran: list[Any] = []
+
+    def runner(root: Path, cell: Any) -> dict[str, Any]:
+        ran.append(cell)
+        return {}
+
+    again = run_sweep(out, cells, runner=runner)
     assert ran == []
     pd.testing.assert_frame_equal(table, again)
     assert pd.read_csv(out / "sweep.csv").shape == table.shape
