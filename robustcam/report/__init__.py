@@ -31,7 +31,7 @@ from robustcam.report.document import (
     plain_reading,
     write_report,
 )
-from robustcam.report.figures import plot_cam_grid, plot_robust_accuracy, plot_statistic_scatter
+from robustcam.report.figures import plot_cam_grid, plot_noise, plot_robust_accuracy, plot_statistic_scatter
 from robustcam.report.load import (
     Evaluation,
     find_evaluation_dirs,
@@ -44,6 +44,7 @@ from robustcam.report.tables import (
     check_evaluations,
     headline_target,
     model_table,
+    noise_table,
     reference_setting,
     robust_accuracies,
     robustness_columns,
@@ -52,6 +53,8 @@ from robustcam.report.tables import (
 )
 
 __all__ = [
+    "noise_table",
+    "plot_noise",
     "MIN_CHECKPOINTS",
     "SMALL_N",
     "Evaluation",

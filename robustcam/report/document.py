@@ -28,6 +28,7 @@ from robustcam.report.correlation import (
 )
 from robustcam.report.figures import (
     plot_cam_grid,
+    plot_noise,
     plot_robust_accuracy,
     plot_statistic_scatter,
     safe_file_name,
@@ -39,6 +40,7 @@ from robustcam.report.tables import (
     describe_column,
     headline_target,
     model_table,
+    noise_table,
     reference_setting,
     robust_accuracies,
     robustness_columns,
@@ -51,6 +53,8 @@ CORRELATIONS_FILE = "correlations.csv"
 SAMPLES_FILE = "samples_auroc.csv"
 MARKDOWN_FILE = "report.md"
 ROBUST_ACCURACY_FIGURE = "robust_accuracy_vs_eps.png"
+NOISE_FIGURE = "test_accuracy_vs_noise.png"
+NOISE_FILE = "noise.csv"
 # the negative-peak statistics the reading talks about, in order of preference
 READING_STATISTICS = (
     "clean_neg_homogeneity", "clean_neg_peak_max", "clean_neg_peak_topk", "clean_neg_positive_frac",
@@ -431,12 +435,26 @@ def _markdown(report: Report, figures: dict[str, Path]) -> str:
     if report.warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in report.warnings), ""]
     lines += _checkpoints_section(report)
+    lines += _noise_section(report, figures)
     lines += _robust_section(report, figures)
     lines += _cam_section(report)
     lines += _correlation_section(report, figures)
     lines += _samples_section(report)
     lines += _grid_section(report, figures)
     return "\n".join(lines)
+
+
+def _noise_section(report: Report, figures: dict[str, Path]) -> list[str]:
+    noise = noise_table(report.models)
+    if noise.empty:
+        return []
+    lines = ["## Label noise", "",
+             "Clean test accuracy of each checkpoint (full test set, from its training record) against the "
+             "rate of label noise it was trained with, and the fraction of flipped training labels it "
+             "memorised (predicts as the noisy label).", "", markdown_table(noise), ""]  # fmt: skip
+    if NOISE_FIGURE in figures:
+        lines += [f"![Test accuracy vs noise rate]({NOISE_FIGURE})", ""]
+    return lines
 
 
 def _scatter_file(statistic: str, target: str) -> str:
@@ -472,6 +490,10 @@ def write_report(
     problems: list[str] = []
     if not report.accuracies.empty:
         figures[ROBUST_ACCURACY_FIGURE] = plot_robust_accuracy(report.accuracies, out / ROBUST_ACCURACY_FIGURE)
+    noise = noise_table(report.models)
+    if not noise.empty:
+        figures[NOISE_FIGURE] = plot_noise(noise, out / NOISE_FIGURE)
+        atomic_write_text(out / NOISE_FILE, noise.to_csv(index=False))
     for statistic, target in report.scatter_pairs:
         name = _scatter_file(statistic, target)
         row = _correlation_row(report.correlations, statistic, target)

@@ -221,6 +221,28 @@ def plot_cam_grid(
     return _save(figure, path)
 
 
+def plot_noise(noise: pd.DataFrame, path: str | Path) -> Path:
+    """Test accuracy (and memorisation) vs label-noise rate: one line per loss, one panel per noise kind."""
+    kinds = sorted(noise["noise_kind"].unique())
+    metrics = [m for m in ("test_acc", "memorization") if m in noise.columns and noise[m].notna().any()]
+    figure = Figure(figsize=(4.2 * len(kinds), 3.2 * len(metrics)), layout="constrained")
+    axes = figure.subplots(len(metrics), len(kinds), squeeze=False)
+    losses = sorted(noise["loss"].unique())
+    colors = dict(zip(losses, _colors(len(losses))))
+    for column, kind in enumerate(kinds):
+        part = noise[noise["noise_kind"] == kind]
+        for row, metric in enumerate(metrics):
+            ax = axes[row, column]
+            for loss in losses:
+                line = part[part["loss"] == loss].sort_values("noise_rate")
+                ax.plot(line["noise_rate"], 100 * line[metric], marker="o", label=loss, color=colors[loss])
+            label = "test accuracy (%)" if metric == "test_acc" else "flipped labels memorised (%)"
+            ax.set(title=f"{kind} noise", xlabel="noise rate", ylabel=label)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(title="loss", fontsize=8)
+    return _save(figure, path)
+
+
 def safe_file_name(text: str) -> str:
     """A file-name-safe version of ``text`` (``worst@8/255`` -> ``worst_8-255``)."""
     out = text.replace("/", "-").replace("@", "_")

@@ -265,6 +265,7 @@ def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
             "n_samples": len(samples),
             "clean_acc": float(samples["clean_correct"].mean()) if len(samples) else math.nan,
         }  # fmt: skip
+        row.update(_training_record(evaluation))
         for column in _ordered_columns(long):
             value = wide.at[evaluation.name, column] if evaluation.name in wide.index else math.nan
             row[column] = float(value)
@@ -285,7 +286,37 @@ def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
             iou = adversarial.get("adv_loc_iou", pd.Series(math.nan, index=adversarial.index))
             row["adv_loc_acc"] = _localization_accuracy(adversarial["adv_pred"] == adversarial["label"], iou)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # training-record columns appear only when some checkpoint has them
+    empty = [c for c in TRAINING_COLUMNS if c in table.columns and table[c].isna().all()]
+    return table.drop(columns=empty)
+
+
+TRAINING_COLUMNS = ("noise_kind", "noise_rate", "noise_realized_rate", "test_acc", "memorization")
+
+
+def _training_record(evaluation: Evaluation) -> dict[str, Any]:
+    """What the checkpoint's training recorded: label noise, full test-set accuracy, memorisation."""
+    meta = evaluation.checkpoint_meta
+    noise = meta.get("noise") or {}
+    metrics = meta.get("metrics") or {}
+    return {
+        "noise_kind": noise.get("kind", "none" if metrics else None),
+        "noise_rate": float(noise.get("rate") or 0.0) if metrics else math.nan,
+        "noise_realized_rate": float(noise.get("realized_rate", 0.0)) if metrics else math.nan,
+        "test_acc": float(metrics.get("test_acc", math.nan)),
+        "memorization": float(metrics.get("memorization", math.nan)),
+    }
+
+
+def noise_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy (and memorisation) per loss, noise kind and rate: the label-noise view."""
+    needed = {"loss", "noise_kind", "noise_rate", "test_acc"}
+    if not needed <= set(table.columns) or table["noise_rate"].nunique() < 2:
+        return pd.DataFrame()
+    values = ["test_acc", *(["memorization"] if "memorization" in table.columns else [])]
+    grouped = table.groupby(["noise_kind", "noise_rate", "loss"], sort=True)[values].mean().reset_index()
+    return grouped
 
 
 def statistic_columns(table: pd.DataFrame) -> list[str]:
@@ -295,7 +326,9 @@ def statistic_columns(table: pd.DataFrame) -> list[str]:
 
 def robustness_columns(table: pd.DataFrame) -> list[str]:
     """Robust accuracy columns (``pgd@8/255``, ``worst@8/255``, ...) and minimal-norm columns."""
-    return [c for c in table.columns if "@" in c or MIN_NORM_SUFFIX in c]
+    columns = [c for c in table.columns if "@" in c or MIN_NORM_SUFFIX in c]
+    # clean test accuracy from training: under label noise it is the robustness that matters
+    return [*columns, *(["test_acc"] if "test_acc" in table.columns and table["test_acc"].notna().any() else [])]
 
 
 def headline_target(table: pd.DataFrame) -> str | None:

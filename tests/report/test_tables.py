@@ -50,7 +50,7 @@ def test_columns_are_ordered_and_named_readably(tmp_path: Path) -> None:
     assert list(table.columns[:5]) == ["name", "loss", "noise", "n_samples", "clean_acc"]
     assert robustness_columns(table) == [
         "pgd@4/255", "pgd@8/255", "fgsm@4/255", "fgsm@8/255", "cw@0.5", "cw@1",
-        "worst@4/255", "worst@8/255", "worst_l2@0.5", "worst_l2@1", "cw_mean_min_l2",
+        "worst@4/255", "worst@8/255", "worst_l2@0.5", "worst_l2@1", "cw_mean_min_l2", "test_acc",
     ]  # fmt: skip
     assert headline_target(table) == "worst@8/255"
     assert statistic_columns(table)[:6] == [f"clean_{s}" for s in STAT_NAMES]
@@ -178,3 +178,18 @@ def test_evaluations_without_cam_columns_are_named(tmp_path: Path) -> None:
     write_folder(tmp_path / "without", make_records())
     warnings = check_evaluations(load_evaluations(tmp_path))
     assert any(w.startswith("without: no CAM statistic columns in per_sample.csv") for w in warnings)
+
+
+def test_noise_table_groups_test_accuracy_by_kind_rate_and_loss(tmp_path: Path) -> None:
+    from robustcam.report import noise_table, plot_noise
+
+    write_sweep(tmp_path, count=4)  # every other checkpoint trained with symmetric 0.4 noise
+    table = model_table(load_evaluations(tmp_path))
+    assert table["noise_kind"].tolist() == ["none", "symmetric", "none", "symmetric"]
+    assert table["noise_rate"].tolist() == [0.0, 0.4, 0.0, 0.4]
+    assert (table["test_acc"] == 0.9).all()  # from the checkpoints' training records
+    noise = noise_table(table)
+    expected = table.groupby(["noise_kind", "noise_rate", "loss"])["test_acc"].mean()
+    assert noise.set_index(["noise_kind", "noise_rate", "loss"])["test_acc"].equals(expected)
+    assert plot_noise(noise, tmp_path / "noise.png").stat().st_size > 1000
+    assert noise_table(table[table["noise_rate"] == 0]).empty, "one noise rate is no noise comparison"
