@@ -114,6 +114,15 @@ def test_dry_run_lists_what_is_done_and_left(tmp_path: Path) -> None:
     assert not (cell_dir(out, cells[1])).exists()
 
 
+def test_worker_processes_give_the_same_rows_as_one_process(tmp_path: Path) -> None:
+    grid = {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}}
+    _, cells, out = load_sweep(_write(tmp_path / "parallel", grid))
+    parallel = run_sweep(out, cells, workers=2)
+    _, serial_cells, serial_out = load_sweep(_write(tmp_path / "serial", grid))
+    serial = run_sweep(serial_out, serial_cells)
+    pd.testing.assert_frame_equal(parallel, serial)
+
+
 ray = pytest.importorskip("ray", reason="the Ray executor tests need the ray extra")
 
 
