@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from robustcam.data.base import SPLITS, DatasetInfo, TensorImageDataset
+from robustcam.data.digits import DIGIT_CLASS_NAMES
 from robustcam.data.registry import register_dataset
 from robustcam.errors import DatasetNotFoundError
 
-DIGIT_CLASS_NAMES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASS_NAMES = (
     "T-shirt/top",
     "Trouser",
