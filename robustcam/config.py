@@ -142,7 +142,8 @@ class NoiseConfig(StrictModel):
     def spec(self) -> NoiseSpec | None:
         """The validated noise spec, or None for clean labels."""
         if self.kind == "none":
-            given = sorted(k for k in self.model_fields_set if k != "kind" and getattr(self, k) is not None)
+            defaults = {name: field.default for name, field in type(self).model_fields.items()}
+            given = sorted(k for k in self.model_fields_set if k != "kind" and getattr(self, k) != defaults[k])
             if given:
                 raise ValueError(f"{', '.join(given)} set but noise.kind is none; set noise.kind (e.g. symmetric)")
             return None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from robustcam.errors import ConfigError
@@ -135,9 +136,16 @@ def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
     assert len(table) == 2 and all(cell_status(out, c) == "done" for c in cells)
+    # Ray runs each task with one torch thread (OMP_NUM_THREADS=num_cpus); CPU results are bitwise
+    # equal only for equal thread counts, so the local reference uses one thread too.
     local_file = _write(tmp_path / "local", {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}})
     _, local_cells, local_out = load_sweep(local_file)
-    local = run_sweep(local_out, local_cells)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run_sweep(local_out, local_cells)
+    finally:
+        torch.set_num_threads(threads)
     pd.testing.assert_frame_equal(table, local)
 
 
