@@ -165,3 +165,13 @@ def test_ray_executor_on_a_head_node_started_with_ray_start(tmp_path: Path) -> N
         assert marker["values"] == {"loss.name": "ce"}
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize(("name", "count"), [("noisy_digits.yaml", 16), ("noisy_cifar10.yaml", 72)])
+def test_shipped_sweep_configs_expand_to_the_documented_cells(name: str, count: int) -> None:
+    path = Path(__file__).parents[1] / "configs" / name
+    _, cells, _ = load_sweep(path)
+    assert len(cells) == count
+    kinds = {(c.train.noise.kind, c.train.noise.rate) for c in cells}
+    assert ("asymmetric", 0.4) in kinds and ("symmetric", 0.2) in kinds
+    assert {c.train.loss.name for c in cells} == {"ce", "focal", "cam_loss", "hnc"}
