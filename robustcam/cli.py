@@ -312,9 +312,8 @@ def eval_command(
     """Attack one checkpoint with a matrix of attacks x eps x backends; writes per_sample.csv, summary.csv, summary.json."""
     from robustcam.checkpoint import load_checkpoint
     from robustcam.config import load_eval_config
-    from robustcam.data import load_dataset
     from robustcam.evaluate import evaluate, write_eval
-    from robustcam.runs import eval_record
+    from robustcam.runs import checkpoint_dataset, eval_record
     from robustcam.runtime import resolve_device
 
     backends = None if backend is None else (["torchattacks", "foolbox"] if backend == "both" else [backend])
@@ -340,15 +339,8 @@ def eval_command(
 
     run_device = resolve_device(cfg.device)
     model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
-    stored = meta.get("data") or {}
-    data_name = data or stored.get("name")
-    if data_name is None:
-        from robustcam.data import list_datasets
-
-        raise ValueError(f"checkpoint {ckpt} records no dataset; pass --data (valid: {', '.join(list_datasets())})")
-    options = stored.get("options", {}) if data_name == stored.get("name") else {}
-    root = data_root or stored.get("root")
-    dataset = load_dataset(data_name, cfg.split, root=root, download=download, **options)
+    dataset, data_record = checkpoint_dataset(ckpt, meta, cfg.split, name=data, root=data_root, download=download)
+    data_name = data_record["name"]
     out_dir = out or Path("reports") / _checkpoint_name(ckpt)
     for warning in meta.get("warnings", []):
         console.print(f"[yellow]checkpoint:[/] {warning}", highlight=False)
@@ -366,7 +358,7 @@ def eval_command(
             cam_stats=cfg.cam_stats, cam_topk=cfg.cam_topk,
             adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress),
         )  # fmt: skip
-    record = eval_record(cfg, ckpt, meta, {"name": data_name, "options": options})
+    record = eval_record(cfg, ckpt, meta, data_record)
     write_eval(result, out_dir, config=record)
     clean = result.meta["clean_accuracy"]
     _render_eval(result, f"{_checkpoint_name(ckpt)} on {data_name} (n={result.meta['n_samples']}, "
@@ -419,11 +411,11 @@ def cam_command(
     from robustcam.attacks import build_attack, check_supported, format_eps, get_backend, parse_eps_list
     from robustcam.cam import negative_cam_stats
     from robustcam.checkpoint import load_checkpoint
-    from robustcam.data import load_dataset
     from robustcam.data.batches import iterate_batches
     from robustcam.evaluate import attack_seed, select_samples
     from robustcam.io import atomic_write_text
     from robustcam.report import plot_cam_grid
+    from robustcam.runs import checkpoint_dataset
     from robustcam.runtime import resolve_device
 
     attack_object = build_attack(attack)
@@ -431,12 +423,7 @@ def cam_command(
     (budget,) = parse_eps_list([eps], norm=attack_object.norm)
     run_device = resolve_device(device)
     model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
-    stored = meta.get("data") or {}
-    data_name = data or stored.get("name")
-    if data_name is None:
-        raise ValueError(f"checkpoint {ckpt} records no dataset; pass --data")
-    options = stored.get("options", {}) if data_name == stored.get("name") else {}
-    dataset = load_dataset(data_name, "test", root=data_root or stored.get("root"), **options)
+    dataset, _ = checkpoint_dataset(ckpt, meta, "test", name=data, root=data_root)
     if indices:
         chosen = torch.tensor([int(i) for i in indices.split(",")])
         if int(chosen.min()) < 0 or int(chosen.max()) >= len(dataset):

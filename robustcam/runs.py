@@ -16,7 +16,7 @@ from typing import Any
 
 from robustcam.checkpoint import load_checkpoint
 from robustcam.config import EvalConfig, config_to_dict
-from robustcam.data import load_dataset
+from robustcam.data import ImageDataset, list_datasets, load_dataset
 from robustcam.evaluate import EvalProgress, EvalResult, evaluate, write_eval
 from robustcam.io import atomic_write_text
 from robustcam.runtime import resolve_device
@@ -36,6 +36,26 @@ def finished_eval(run_dir: str | Path, config: EvalConfig) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("eval_digest") == eval_digest(config)
 
 
+def checkpoint_dataset(
+    checkpoint: str | Path,
+    meta: dict[str, Any],
+    split: str,
+    *,
+    name: str | None = None,
+    root: str | Path | None = None,
+    download: bool = False,
+) -> tuple[ImageDataset, dict[str, Any]]:
+    """Split ``split`` of the dataset a checkpoint was trained on (its loader options and root
+    included), or of ``name`` when given. Returns the dataset and ``{"name", "options"}``."""
+    stored = meta.get("data") or {}
+    chosen = name or stored.get("name")
+    if chosen is None:
+        raise ValueError(f"checkpoint {checkpoint} records no dataset; pass --data (valid: {', '.join(list_datasets())})")
+    options = stored.get("options", {}) if chosen == stored.get("name") else {}
+    dataset = load_dataset(chosen, split, root=root or stored.get("root"), download=download, **options)
+    return dataset, {"name": chosen, "options": options}
+
+
 def evaluate_run(
     run_dir: str | Path, config: EvalConfig, *, progress: EvalProgress | None = None
 ) -> tuple[Path, EvalResult | None]:
@@ -50,10 +70,7 @@ def evaluate_run(
         return out, None
     device = resolve_device(config.device)
     model, meta = load_checkpoint(run / MODEL_FILE, map_location=device)
-    data = meta.get("data") or {}
-    if "name" not in data:
-        raise ValueError(f"{run / MODEL_FILE} records no dataset; evaluate it with robustcam eval --data")
-    dataset = load_dataset(data["name"], config.split, root=data.get("root"), **data.get("options", {}))
+    dataset, data = checkpoint_dataset(run / MODEL_FILE, meta, config.split)
     result = evaluate(
         model, dataset, config.build_attacks(), eps=config.eps, eps_l2=config.eps_l2, backends=config.backends,
         n=config.n, batch_size=config.batch_size, cascade=config.cascade, seed=config.seed, sanity=config.sanity,
