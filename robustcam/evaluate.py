@@ -140,11 +140,14 @@ class _Measurer:
         self.image_size = (0, 0)
 
     def _forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.cam_stats:
+            return self.model(images).float(), None
+        output = self.model.forward_cams(images)
+        return output.logits.float(), output.cams.float()
+
+    def _forward_no_grad(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         with torch.no_grad():
-            if not self.cam_stats:
-                return self.model(images).float(), None
-            output = self.model.forward_cams(images)
-            return output.logits.float(), output.cams.float()
+            return self._forward(images)
 
     def _cam_values(self, cams: Tensor, labels: Tensor, pred: Tensor, rows: Tensor | slice) -> dict[str, Tensor]:
         stats = negative_cam_stats(cams, labels, k=self.topk)
@@ -153,10 +156,24 @@ class _Measurer:
             values["adv_loc_iou"] = localization_iou(cams, pred, self.boxes[rows], self.image_size)
         return values
 
-    def measure_clean(self, images: Tensor, labels: Tensor, rows: slice) -> dict[str, Tensor]:
-        """The clean input as an example (zero perturbation); remembers its CAM peaks."""
+    def measure_clean(
+        self, images: Tensor, labels: Tensor, rows: slice, *, probe_gradient: bool = False
+    ) -> tuple[dict[str, Tensor], int]:
+        """The clean input as an example (zero perturbation); remembers its CAM peaks.
+
+        With ``probe_gradient`` the same forward pass also gives the input gradient of the
+        cross-entropy, and the second value counts samples whose gradient is all zero.
+        """
         self.image_size = (int(images.shape[-2]), int(images.shape[-1]))
-        logits, cams = self._forward(images)
+        zero_gradients = 0
+        if probe_gradient:
+            probe = images.clone().requires_grad_(True)
+            logits, cams = self._forward(probe)
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), probe)
+            zero_gradients = int((grad.flatten(1).abs().amax(1) == 0).sum())
+            logits, cams = logits.detach(), None if cams is None else cams.detach()
+        else:
+            logits, cams = self._forward_no_grad(images)
         pred = logits.argmax(1)
         size = len(labels)
         values = {"adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
@@ -167,11 +184,11 @@ class _Measurer:
             self.clean_true_peak[rows] = peak_location(cams[torch.arange(size), labels]).cpu()
             values["adv_peak_gain"] = torch.zeros(size)
             values["true_peak_shift"] = torch.zeros(size)
-        return values
+        return values, zero_gradients
 
     def measure(self, clean: Tensor, adversarial: Tensor, labels: Tensor, rows: Tensor) -> dict[str, Tensor]:
         """Measurements of adversarial examples of the clean inputs at positions ``rows``."""
-        logits, cams = self._forward(adversarial)
+        logits, cams = self._forward_no_grad(adversarial)
         pred = logits.argmax(1)
         delta = (adversarial - clean).flatten(1).float()
         flat = adversarial.flatten(1)
@@ -192,13 +209,13 @@ class _Measurer:
 
     def examples(self, images: Tensor, labels: Tensor, indices: Tensor) -> dict[str, Any]:
         """A few clean samples with their raw CAMs, for figures (``examples.pt``)."""
-        logits, cams = self._forward(images)
+        logits, cams = self._forward_no_grad(images)
         assert cams is not None
         return {"indices": indices.cpu(), "labels": labels.cpu(), "clean_pred": logits.argmax(1).cpu(),
                 "images": images.cpu(), "cams": cams.cpu(), "adv": {}}  # fmt: skip
 
     def example_outputs(self, images: Tensor) -> dict[str, Tensor]:
-        logits, cams = self._forward(images)
+        logits, cams = self._forward_no_grad(images)
         assert cams is not None
         return {"images": images.cpu(), "cams": cams.cpu(), "pred": logits.argmax(1).cpu()}
 
@@ -309,13 +326,10 @@ def evaluate(
     for batch_index, batch in enumerate(iterate_batches(dataset, batch_size, order=positions, device=device)):
         check_pixel_range(batch.images, what=f"{dataset.info.name} images")
         stop = start + len(batch.labels)
-        if batch_index == 0 and sanity:
-            images = batch.images.clone().requires_grad_(True)
-            logits = model(images).float()
-            (grad,) = torch.autograd.grad(F.cross_entropy(logits, batch.labels, reduction="sum"), images)
-            zero_grad_samples = int((grad.flatten(1).abs().amax(1) == 0).sum())
-            probed = len(batch.labels)
-        values = measurer.measure_clean(batch.images, batch.labels, slice(start, stop))
+        probe = batch_index == 0 and sanity
+        values, zeros = measurer.measure_clean(batch.images, batch.labels, slice(start, stop), probe_gradient=probe)
+        if probe:
+            zero_grad_samples, probed = zeros, len(batch.labels)
         for key, value in values.items():
             clean.setdefault(key, torch.empty(total, dtype=value.dtype))[start:stop] = value
         labels_all[start:stop] = batch.labels.cpu()
