@@ -375,17 +375,22 @@ def report_command(
     out: Annotated[Path, typer.Option(help="Where models.csv, correlations.csv, the figures and report.md go.")] = Path(
         "reports/compare"
     ),
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the correlation CIs.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    primary: Annotated[
+        list[str] | None,
+        typer.Option(help="A primary hypothesis, statistic:target (e.g. clean_neg_peak_max:worst@8/255), corrected as "
+                     "its own family; repeatable. Default: clean_neg_homogeneity and clean_neg_peak_max against the "
+                     "worst case at the largest Linf eps (and test_acc when label noise differs)."),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs (BCa, from n = 10).")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the permutations, bootstraps and cross-validation folds.")] = 0,
 ) -> None:
-    """Compare evaluated checkpoints from their saved records: model table, correlations, AUROCs, figures."""
+    """Compare evaluated checkpoints from their saved records: the within-checkpoint comparison with the
+    logit margin, model-level correlations with permutation p-values and q-values, AUROCs, figures."""
     from robustcam.report import load_evaluations, render_report, write_report
 
     evaluations = load_evaluations(paths)
-    files = write_report(evaluations, out, bootstrap=bootstrap, seed=seed)
+    files = write_report(evaluations, out, primary=primary or None, bootstrap=bootstrap, seed=seed)
     render_report(files, console)
-    console.print(f"saved {files.markdown} and {len(files.figures)} figures, models.csv, correlations.csv, "
-                  f"samples_auroc.csv in {out}")  # fmt: skip
 
 
 @app.command("cam")
@@ -574,7 +579,7 @@ def sweep_command(
     if report and len(table_out):
         from robustcam.report import load_evaluations, render_report, write_report
 
-        files = write_report(load_evaluations([root / "cells"]), root / "report")
+        files = write_report(load_evaluations([root / "cells"]), root / "report", primary=sweep.report.primary)
         render_report(files, console)
 
 

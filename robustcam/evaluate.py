@@ -36,7 +36,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustcam.attacks import Attack, Norm, build_attack, check_supported, format_eps, get_backend, parse_eps_list
-from robustcam.cam import localization_iou, negative_cam_stats, peak_location, resolve_topk
+from robustcam.cam import (
+    CAM_CURVE_INTERVAL,
+    LOCALIZATION_PROTOCOLS,
+    MAXBOXACC_IOU_THRESHOLDS,
+    TOP1_PROTOCOLS,
+    cam_thresholds,
+    localization_iou,
+    maxboxacc_ious,
+    negative_cam_stats,
+    peak_location,
+    resolve_topk,
+)
 from robustcam.data import ImageDataset, check_pixel_range
 from robustcam.data.batches import iterate_batches
 from robustcam.io import atomic_torch_save, atomic_write_text
@@ -55,7 +66,11 @@ RECORD_COLUMNS = (
     "attacked", "source_eps", "adv_pred", "success", "robust", "valid", "linf", "l2", "margin", "violation",
 )  # fmt: skip
 # then, with CAM statistics: clean_<stat>, adv_<stat> (robustcam.cam.STAT_NAMES), adv_peak_gain,
-# true_peak_shift, and clean_loc_iou / adv_loc_iou for datasets with boxes
+# true_peak_shift, and for datasets with boxes clean_/adv_loc_iou_<protocol> (cvpr2016, minmax: the
+# predicted class's box IoU) and clean_/adv_loc_example (maxboxacc_v2: the example's row in
+# MAXBOXACC_FILE). Records written before protocols were named have clean_/adv_loc_iou (minmax).
+MAXBOXACC_FILE = "maxboxacc_v2.csv"  # one row per measured example: example, iou_at_<tau>...
+MAXBOXACC_PREFIX = "iou_at_"
 EXAMPLE_COUNT = 8  # samples kept with their CAMs in examples.pt
 _PERTURBATION_COLUMNS = ("linf", "l2", "adv_peak_gain", "true_peak_shift")  # zero for a clean input
 
@@ -79,6 +94,7 @@ class EvalResult:
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # torchattacks vs foolbox
     meta: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, Any] | None = None  # a few samples with their CAMs, clean and adversarial
+    maxboxacc: pd.DataFrame = field(default_factory=pd.DataFrame)  # MAXBOXACC_FILE, see _Measurer
 
 
 class EvalProgress:
@@ -125,8 +141,20 @@ class _Measurer:
     For each example: the model's prediction and logit margin, the perturbation's
     Linf and L2 norms, whether it lies in [0, 1], and (``cam_stats``) the
     negative-CAM statistics, the peak gain of the predicted class over the clean
-    input, the shift of the true class's CAM peak, and the localisation IoU.
-    The CAM part costs one einsum on the last feature maps, not another network pass.
+    input, the shift of the true class's CAM peak, and, where the dataset has boxes,
+    CAM localisation under every protocol (``robustcam.cam.LOCALIZATION_PROTOCOLS``):
+
+    - ``adv_loc_iou_cvpr2016``, ``adv_loc_iou_minmax``: the IoU of the predicted class's
+      box; cvpr2016 on the map without the head bias, taken from ``model.head.bias``.
+    - ``adv_loc_example``: for maxboxacc_v2, the example's row in ``maxboxacc_table()``,
+      which holds the ground-truth class's best box IoU at every CAM threshold. The id,
+      not the 100 values, travels with the records: a row that reports an example
+      measured earlier (a clean error, a cascade row inherited from a smaller eps) points
+      at the same table row, so each measured example is stored once, and
+      ``MaxBoxAccV2`` of any setting is recomputable from ``per_sample.csv`` and the table.
+
+    The CAM part costs one einsum on the last feature maps, not another network pass; the
+    localisation uses the same maps.
     """
 
     def __init__(self, model: CAMClassifier, total: int, *, cam_stats: bool, cam_topk: int | None,
@@ -138,6 +166,10 @@ class _Measurer:
         self.clean_peaks = torch.zeros(total, model.num_classes) if cam_stats else torch.zeros(0)
         self.clean_true_peak = torch.zeros(total, 2, dtype=torch.long)
         self.image_size = (0, 0)
+        self.head_bias = model.head.bias.detach() if model.head.bias is not None else None
+        self.thresholds = cam_thresholds(CAM_CURVE_INTERVAL)
+        self.box_ious: list[Tensor] = []  # maxboxacc_v2: one (n, T) block per measured batch
+        self.measured_examples = 0
 
     def _forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         if not self.cam_stats:
@@ -153,8 +185,43 @@ class _Measurer:
         stats = negative_cam_stats(cams, labels, k=self.topk)
         values = {f"adv_{name}": value.cpu() for name, value in stats.items()}
         if self.boxes is not None:
-            values["adv_loc_iou"] = localization_iou(cams, pred, self.boxes[rows], self.image_size)
+            values.update(self._localization(cams, labels, pred, self.boxes[rows]))
         return values
+
+    def _localization(self, cams: Tensor, labels: Tensor, pred: Tensor, boxes: Tensor) -> dict[str, Tensor]:
+        values = {
+            f"adv_loc_iou_{protocol}": localization_iou(
+                cams, pred, boxes, self.image_size, head_bias=self.head_bias, protocol=protocol
+            )
+            for protocol in TOP1_PROTOCOLS
+        }
+        self.box_ious.append(maxboxacc_ious(cams, labels, boxes, self.image_size, thresholds=self.thresholds))
+        first = self.measured_examples
+        self.measured_examples += len(labels)
+        values["adv_loc_example"] = torch.arange(first, self.measured_examples)
+        return values
+
+    def maxboxacc_table(self) -> pd.DataFrame:
+        """``MAXBOXACC_FILE``: one row per measured example (``example``, the id in the
+        ``clean_loc_example``/``adv_loc_example`` columns), then ``iou_at_<tau>``: the best
+        box IoU of the ground-truth class's CAM at each threshold. Empty without boxes."""
+        if not self.box_ious:
+            return pd.DataFrame()
+        columns = [f"{MAXBOXACC_PREFIX}{tau:g}" for tau in self.thresholds]
+        table = pd.DataFrame(torch.cat(self.box_ious).numpy(), columns=columns)
+        table.insert(0, "example", np.arange(len(table)))
+        return table
+
+    def localization_meta(self) -> dict[str, Any]:
+        """What ``summary.json`` says about the localisation protocols (empty without boxes)."""
+        if self.boxes is None:
+            return {}
+        return {
+            "protocols": list(LOCALIZATION_PROTOCOLS),
+            "head_bias_removed": self.head_bias is not None,
+            "maxboxacc_v2": {"cam_curve_interval": CAM_CURVE_INTERVAL, "iou_thresholds": list(MAXBOXACC_IOU_THRESHOLDS),
+                             "file": MAXBOXACC_FILE},
+        }  # fmt: skip
 
     def measure_clean(
         self, images: Tensor, labels: Tensor, rows: slice, *, probe_gradient: bool = False
@@ -445,8 +512,10 @@ def evaluate(
         "versions": library_versions(),
     }
     meta["cam_stats"] = {"enabled": cam_stats, "topk": measurer.topk if cam_stats else None,
-                         "localization": measurer.boxes is not None}  # fmt: skip
-    return EvalResult(per_sample, summary, tuple(flags), agreement, meta, examples or None)
+                         "localization": measurer.boxes is not None,
+                         "localization_protocols": measurer.localization_meta()}  # fmt: skip
+    return EvalResult(per_sample, summary, tuple(flags), agreement, meta, examples or None,
+                      measurer.maxboxacc_table())  # fmt: skip
 
 
 def _row(
@@ -690,7 +759,8 @@ def large_eps_check(
 
 
 def write_eval(result: EvalResult, out_dir: str | Path, *, config: dict[str, Any] | None = None) -> Path:
-    """Write ``per_sample.csv``, ``summary.csv`` and ``summary.json`` (config, seeds, versions, flags)."""
+    """Write ``per_sample.csv``, ``summary.csv`` and ``summary.json`` (config, seeds, versions, flags),
+    and ``examples.pt`` and ``MAXBOXACC_FILE`` where the result has them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "per_sample.csv", result.per_sample.to_csv(index=False))
@@ -705,6 +775,8 @@ def write_eval(result: EvalResult, out_dir: str | Path, *, config: dict[str, Any
     atomic_write_text(out / "summary.json", json.dumps(payload, indent=2))
     if result.examples is not None:
         atomic_torch_save(result.examples, out / "examples.pt")
+    if not result.maxboxacc.empty:
+        atomic_write_text(out / MAXBOXACC_FILE, result.maxboxacc.to_csv(index=False))
     return out
 
 

@@ -84,7 +84,9 @@ def evaluate_run(
 
 def eval_record(config: EvalConfig, checkpoint: Path, meta: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """What ``summary.json`` records about the evaluation and the checkpoint it evaluated."""
-    keys = ("arch", "num_classes", "loss", "noise", "seed", "dataset", "metrics", "config_digest", "warnings")
+    keys = (
+        "arch", "num_classes", "loss", "noise", "seed", "dataset", "metrics", "config_digest", "config", "warnings",
+    )  # fmt: skip
     return {
         "eval": config_to_dict(config),
         "checkpoint": str(checkpoint),

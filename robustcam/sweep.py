@@ -57,8 +57,16 @@ _PLACEMENT_KEYS = ("device", "num_workers")
 CellStatus = Literal["done", "partial", "todo"]
 
 
+class SweepReportConfig(StrictModel):
+    """How the sweep's report reads its cells."""
+
+    primary: list[str] | None = Field(
+        None, description="primary hypotheses as statistic:target (default: the report's own default)"
+    )
+
+
 class SweepConfig(StrictModel):
-    """A sweep file: ``base`` train config, ``grid`` of dotted keys, ``eval`` section."""
+    """A sweep file: ``base`` train config, ``grid`` of dotted keys, ``eval`` and ``report`` sections."""
 
     name: str | None = None
     base: dict[str, Any] | str = Field(default_factory=dict, description="train config, or a path to one")
@@ -67,6 +75,7 @@ class SweepConfig(StrictModel):
     )
     eval: dict[str, Any] = Field(default_factory=dict, description="eval config (see robustcam eval)")
     out: str | None = Field(None, description="sweep folder (default runs/<sweep file name>)")
+    report: SweepReportConfig = Field(default_factory=SweepReportConfig, description="report settings")
 
 
 @dataclass(frozen=True)

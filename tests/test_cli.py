@@ -174,6 +174,13 @@ def test_report_reads_saved_evaluations(checkpoint: Path, tmp_path: Path, capsys
     assert len(models) == 2 and "fgsm@8/255" in models.columns
     code, _, err = _run(["report", str(tmp_path / "nothing-here")], capsys)
     assert code == 2 and "nothing-here" in err
+    code, _, err = _run(["report", *evals, "--out", str(tmp_path / "c2"), "--primary", "clean_nope:fgsm@8/255"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "'clean_nope' is not a CAM statistic of this report; valid: clean_neg_peak_max" in " ".join(err.split())
+    code, _, _ = _run(["report", *evals, "--out", str(tmp_path / "c3"), "--primary",
+                       "clean_neg_peak_max:fgsm@8/255"], capsys)  # fmt: skip
+    correlations = __import__("pandas").read_csv(tmp_path / "c3" / "correlations.csv")
+    assert code == 0 and correlations["family"].iloc[0] == "primary"
 
 
 def test_cam_writes_the_grid_and_its_statistics(

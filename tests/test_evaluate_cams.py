@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from robustcam.cam import STAT_NAMES, negative_cam_stats
+from robustcam.cam import (
+    STAT_NAMES,
+    TOP1_PROTOCOLS,
+    localization_iou,
+    max_box_accuracy,
+    maxboxacc_ious,
+    negative_cam_stats,
+)
 from robustcam.data import ImageDataset, TensorImageDataset, load_dataset
-from robustcam.evaluate import evaluate, select_samples, write_eval
+from robustcam.evaluate import MAXBOXACC_FILE, EvalResult, evaluate, select_samples, write_eval
 from robustcam.models import CAMClassifier
+from robustcam.report import load_evaluation, model_table
 
 EPS = ["2/255", "8/255"]
 
@@ -103,9 +112,104 @@ def test_examples_hold_clean_and_adversarial_cams(with_cams: tuple, tmp_path: Pa
     assert torch.equal(loaded["adv"][key]["images"], examples["adv"][key]["images"])
 
 
-def test_localization_iou_on_a_dataset_with_boxes(digits_model: CAMClassifier) -> None:
-    scenes = load_dataset("digits_scene", "test", canvas=32, digit_size=(14, 24), distractor=False)
-    result = evaluate(digits_model, scenes, ["fgsm"], eps=["4/255"], n=32, sanity=False)
-    ious = result.per_sample[["clean_loc_iou", "adv_loc_iou"]]
+SCENE_EPS = ["2/255", "4/255"]
+TOP1 = TOP1_PROTOCOLS  # cvpr2016, minmax
+
+
+@pytest.fixture(scope="module")
+def scenes() -> TensorImageDataset:
+    dataset = load_dataset("digits_scene", "test", canvas=32, digit_size=(14, 24), distractor=False)
+    assert isinstance(dataset, TensorImageDataset) and dataset.boxes is not None
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def scene_eval(
+    digits_model: CAMClassifier, scenes: TensorImageDataset, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[EvalResult, Path]:
+    result = evaluate(digits_model, scenes, ["fgsm"], eps=SCENE_EPS, n=48, seed=1, sanity=False)
+    return result, write_eval(result, tmp_path_factory.mktemp("scene_eval"))
+
+
+def test_localization_columns_name_their_protocol(scene_eval: tuple[EvalResult, Path]) -> None:
+    result, out = scene_eval
+    columns = set(result.per_sample.columns)
+    assert {f"{side}_loc_iou_{p}" for side in ("clean", "adv") for p in TOP1} <= columns
+    assert {"clean_loc_example", "adv_loc_example"} <= columns and "clean_loc_iou" not in columns
+    ious = result.per_sample[[f"{side}_loc_iou_{p}" for side in ("clean", "adv") for p in TOP1]]
     assert ((ious >= 0) & (ious <= 1)).all().all()
-    assert result.meta["cam_stats"]["localization"] is True
+    localization = result.meta["cam_stats"]["localization_protocols"]
+    assert result.meta["cam_stats"]["localization"] is True and localization["head_bias_removed"] is True
+    assert localization["protocols"] == ["cvpr2016", "minmax", "maxboxacc_v2"]
+    saved = pd.read_csv(out / MAXBOXACC_FILE)
+    assert list(saved.columns[:3]) == ["example", "iou_at_0", "iou_at_0.01"] and saved.shape[1] == 101
+    pd.testing.assert_frame_equal(saved, result.maxboxacc, check_exact=True)
+
+
+def test_clean_localization_equals_the_pure_functions(
+    scene_eval: tuple[EvalResult, Path], digits_model: CAMClassifier, scenes: TensorImageDataset
+) -> None:
+    result, _ = scene_eval
+    positions = select_samples(len(scenes), 48, 1)
+    assert scenes.boxes is not None
+    images, labels, boxes = scenes.batch(positions), scenes.targets[positions], scenes.boxes[positions]
+    with torch.no_grad():
+        output = digits_model.forward_cams(images)
+    pred, size = output.logits.argmax(1), (images.shape[-2], images.shape[-1])
+    first = result.per_sample.drop_duplicates("index")
+    for protocol in TOP1:
+        expected = localization_iou(output.cams, pred, boxes, size, head_bias=digits_model.head.bias, protocol=protocol)
+        np.testing.assert_allclose(first[f"clean_loc_iou_{protocol}"].to_numpy(), expected.numpy(), atol=1e-12)
+    table = result.maxboxacc.set_index("example")
+    recorded = table.loc[first["clean_loc_example"].to_numpy()].to_numpy()
+    np.testing.assert_allclose(recorded, maxboxacc_ious(output.cams, labels, boxes, size).numpy(), atol=1e-12)
+
+
+def test_rows_that_report_an_earlier_example_point_at_its_thresholds(scene_eval: tuple[EvalResult, Path]) -> None:
+    result, _ = scene_eval
+    rows = result.per_sample
+    errors = rows[~rows["clean_correct"]]
+    assert (errors["adv_loc_example"] == errors["clean_loc_example"]).all()
+    small, large = (rows[rows["eps"] == rows["eps"].min()], rows[rows["eps"] == rows["eps"].max()])
+    inherited = large[large["clean_correct"] & ~large["attacked"]].set_index("index")  # broken at 2/255
+    assert len(inherited)
+    earlier = small.set_index("index").loc[inherited.index]
+    assert (inherited["adv_loc_example"] == earlier["adv_loc_example"]).all()
+    assert (inherited["adv_loc_iou_cvpr2016"] == earlier["adv_loc_iou_cvpr2016"]).all()
+    assert result.maxboxacc["example"].is_unique and len(result.maxboxacc) == 48 + int(rows["attacked"].sum())
+
+
+def _top1(correct: pd.Series, iou: pd.Series) -> float:
+    return float((correct.to_numpy(dtype=bool) & (iou.to_numpy() >= 0.5)).mean())
+
+
+def test_report_localization_recomputes_from_the_saved_files(scene_eval: tuple[EvalResult, Path]) -> None:
+    _, out = scene_eval
+    (row,) = model_table([load_evaluation(out)]).to_dict("records")
+    per_sample = pd.read_csv(out / "per_sample.csv")
+    table = pd.read_csv(out / MAXBOXACC_FILE).set_index("example")
+    thresholds = np.arange(0, 1, 0.01)
+    clean = per_sample.drop_duplicates("index")
+    adversarial = per_sample[per_sample["eps"] == per_sample["eps"].max()]  # the reference: fgsm at 4/255
+    for side, rows, correct in (("clean", clean, clean["clean_correct"]),
+                                ("adv", adversarial, adversarial["adv_pred"] == adversarial["label"])):  # fmt: skip
+        for protocol in TOP1:
+            assert row[f"{side}_loc_acc_{protocol}"] == _top1(correct, rows[f"{side}_loc_iou_{protocol}"])
+        ious = table.loc[rows[f"{side}_loc_example"].to_numpy()].to_numpy()
+        assert row[f"{side}_maxboxacc_v2"] == max_box_accuracy(ious, thresholds).v2
+    assert 0 <= row["clean_maxboxacc_v2"] <= 1
+
+
+def test_records_before_protocols_read_as_minmax(scene_eval: tuple[EvalResult, Path], tmp_path: Path) -> None:
+    _, out = scene_eval
+    per_sample = pd.read_csv(out / "per_sample.csv")
+    named = [c for c in per_sample.columns if "_loc_" in c]
+    old = per_sample.drop(columns=named).assign(
+        clean_loc_iou=per_sample["clean_loc_iou_minmax"], adv_loc_iou=per_sample["adv_loc_iou_minmax"]
+    )
+    old.to_csv(tmp_path / "per_sample.csv", index=False)
+    (now,) = model_table([load_evaluation(out)]).to_dict("records")
+    (before,) = model_table([load_evaluation(tmp_path)]).to_dict("records")
+    localization = {k for k in before if "loc_" in k or "maxboxacc" in k}
+    assert localization == {"clean_loc_acc_minmax", "adv_loc_acc_minmax"}
+    assert all(before[k] == now[k] for k in localization)

@@ -47,6 +47,16 @@ def test_grid_expansion_and_stable_cell_ids(tmp_path: Path) -> None:
     assert [c.cell_id for c in cells] == [c.cell_id for c in placed]
 
 
+def test_a_report_section_declares_primary_hypotheses_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    primary = ["clean_neg_peak_max:worst@8/255"]
+    sweep, _, _ = load_sweep(_write(tmp_path, {**SWEEP, "report": {"primary": primary}}))
+    assert sweep.report.primary == primary
+    default, _, _ = load_sweep(_write(tmp_path / "default"))
+    assert default.report.primary is None
+    with pytest.raises(ConfigError, match="primry"):
+        load_sweep(_write(tmp_path / "typo", {**SWEEP, "report": {"primry": primary}}))
+
+
 def test_a_list_of_grids_is_their_union_and_bad_cells_name_themselves(tmp_path: Path) -> None:
     union = {**SWEEP, "grid": [{"loss.name": ["ce"], "noise.rate": [0.2]}, {"loss.name": ["hnc"], "seed": [1, 2]}]}
     _, cells, _ = load_sweep(_write(tmp_path, {**union, "base": {**SWEEP["base"], "noise": {"kind": "symmetric", "rate": 0.1}}}))
@@ -175,3 +185,18 @@ def test_shipped_sweep_configs_expand_to_the_documented_cells(name: str, count: 
     kinds = {(c.train.noise.kind, c.train.noise.rate) for c in cells}
     assert ("asymmetric", 0.4) in kinds and ("symmetric", 0.2) in kinds
     assert {c.train.loss.name for c in cells} == {"ce", "focal", "cam_loss", "hnc"}
+
+
+@pytest.mark.parametrize("name", ["hnc_dose_digits.yaml", "hnc_dose_cifar10.yaml"])
+def test_shipped_dose_configs_are_six_hnc_weights_by_three_seeds(name: str) -> None:
+    path = Path(__file__).parents[1] / "configs" / name
+    _, cells, _ = load_sweep(path)
+    assert len(cells) == 18
+    assert {c.train.loss.name for c in cells} == {"hnc"}
+    weights = sorted({c.train.loss.params()["weight"] for c in cells})
+    assert weights == [0.0, 0.01, 0.03, 0.1, 0.3, 1.0]
+    assert {c.train.seed for c in cells} == {0, 1, 2}
+    # every cell attacks the same images with the same matrix: only the weight and the seed vary
+    assert len({c.eval.model_dump_json() for c in cells}) == 1
+    assert cells[0].eval.attacks == ["fgsm", "pgd", "cw"] and cells[0].eval.eps == ["2/255", "4/255", "8/255"]
+    assert cells[0].eval.n == (200 if "digits" in name else 1000)

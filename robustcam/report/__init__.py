@@ -17,10 +17,12 @@ from robustcam.report.console import render_report
 from robustcam.report.correlation import (
     MIN_CHECKPOINTS,
     SMALL_N,
-    bootstrap_spearman,
+    benjamini_hochberg,
     correlate,
+    default_primary,
     model_correlations,
-    sample_auroc,
+    parse_primary,
+    permutation_test,
     strongest_correlations,
 )
 from robustcam.report.document import (
@@ -32,6 +34,7 @@ from robustcam.report.document import (
     write_report,
 )
 from robustcam.report.figures import plot_cam_grid, plot_noise, plot_robust_accuracy, plot_statistic_scatter
+from robustcam.report.incremental import incremental_value
 from robustcam.report.load import (
     Evaluation,
     find_evaluation_dirs,
@@ -39,6 +42,8 @@ from robustcam.report.load import (
     load_evaluations,
     noise_text,
 )
+from robustcam.report.replicates import configuration_table, configuration_values
+from robustcam.report.samples import sample_auroc
 from robustcam.report.tables import (
     Setting,
     check_evaluations,
@@ -53,28 +58,34 @@ from robustcam.report.tables import (
 )
 
 __all__ = [
-    "noise_table",
-    "plot_noise",
     "MIN_CHECKPOINTS",
     "SMALL_N",
     "Evaluation",
     "Report",
     "ReportFiles",
     "Setting",
-    "bootstrap_spearman",
+    "benjamini_hochberg",
     "build_report",
     "check_evaluations",
+    "configuration_table",
+    "configuration_values",
     "correlate",
+    "default_primary",
     "find_evaluation_dirs",
     "headline_target",
+    "incremental_value",
     "load_evaluation",
     "load_evaluations",
     "markdown_table",
     "model_correlations",
     "model_table",
+    "noise_table",
     "noise_text",
+    "parse_primary",
+    "permutation_test",
     "plain_reading",
     "plot_cam_grid",
+    "plot_noise",
     "plot_robust_accuracy",
     "plot_statistic_scatter",
     "reference_setting",

@@ -9,7 +9,6 @@ figures and a ``report.md`` that puts them together with short explanations.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,17 @@ import pandas as pd
 
 from robustcam.io import atomic_write_text
 from robustcam.report.correlation import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    EXACT_MAX_N,
+    MIN_BOOTSTRAP_N,
     MIN_CHECKPOINTS,
-    SMALL_N,
+    PERMUTATION_RESAMPLES,
+    default_primary,
     model_correlations,
-    sample_auroc,
+    parse_primary,
     strongest_correlations,
+    tested,
 )
 from robustcam.report.figures import (
     plot_cam_grid,
@@ -33,11 +38,14 @@ from robustcam.report.figures import (
     plot_statistic_scatter,
     safe_file_name,
 )
+from robustcam.report.incremental import REPEATS, incremental_value
 from robustcam.report.load import Evaluation
+from robustcam.report.reading import plain_reading, reading_statistic
+from robustcam.report.replicates import configuration_table, configuration_values, has_replicates
+from robustcam.report.samples import sample_auroc
 from robustcam.report.tables import (
     Setting,
     check_evaluations,
-    describe_column,
     headline_target,
     model_table,
     noise_table,
@@ -49,16 +57,14 @@ from robustcam.report.tables import (
 )
 
 MODELS_FILE = "models.csv"
+CONFIGURATIONS_FILE = "configurations.csv"
 CORRELATIONS_FILE = "correlations.csv"
 SAMPLES_FILE = "samples_auroc.csv"
+INCREMENTAL_FILE = "samples_incremental.csv"
 MARKDOWN_FILE = "report.md"
 ROBUST_ACCURACY_FIGURE = "robust_accuracy_vs_eps.png"
 NOISE_FIGURE = "test_accuracy_vs_noise.png"
 NOISE_FILE = "noise.csv"
-# the negative-peak statistics the reading talks about, in order of preference
-READING_STATISTICS = (
-    "clean_neg_homogeneity", "clean_neg_peak_max", "clean_neg_peak_topk", "clean_neg_positive_frac",
-)  # fmt: skip
 
 STATISTIC_HELP = {
     "neg_peak_max": "the highest value in any negative CAM (a class that is not in the image); a high peak is "
@@ -78,22 +84,40 @@ STATISTIC_HELP = {
 class Report:
     """Everything a report shows, as data.
 
-    ``models``: ``model_table``; ``accuracies``: ``robust_accuracies`` (long form);
-    ``correlations``: ``model_correlations``; ``samples``: ``sample_auroc``; ``reference``:
-    the setting of the ``adv_*`` columns; ``headline``: the robustness column the reading
-    uses; ``scatter_pairs``: (statistic, robustness column) pairs that get a scatter plot.
+    ``models``: ``model_table`` (one row per checkpoint); ``configurations``: the model table
+    averaged over seed replicates (``configuration_table``), the points of every model-level
+    correlation; ``accuracies``: ``robust_accuracies`` (long form); ``correlations``:
+    ``model_correlations`` over the configurations; ``samples``: ``sample_auroc``;
+    ``incremental``: ``incremental_value``; ``reference``: the setting of the ``adv_*`` columns
+    and of the within-checkpoint lead; ``headline``: the robustness column the reading uses;
+    ``primary``: the declared primary hypotheses; ``scatter_pairs``: (statistic, robustness
+    column) pairs that get a scatter plot.
     """
 
     evaluations: tuple[Evaluation, ...]
     models: pd.DataFrame
+    configurations: pd.DataFrame
     accuracies: pd.DataFrame
     correlations: pd.DataFrame
     samples: pd.DataFrame
+    incremental: pd.DataFrame
     reference: Setting | None
     headline: str | None
+    primary: tuple[tuple[str, str], ...]
     scatter_pairs: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
     reading: str
+
+    @property
+    def replicates(self) -> bool:
+        """Whether seed replicates were averaged into configurations."""
+        return has_replicates(self.configurations)
+
+    @property
+    def reference_label(self) -> str | None:
+        if self.reference is None:
+            return None
+        return self.reference.label(with_backend=several_backends(self.evaluations))
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,45 +127,36 @@ class ReportFiles:
     report: Report
     out_dir: Path
     models: Path
+    configurations: Path
     correlations: Path
     samples: Path
+    incremental: Path
     markdown: Path
     figures: tuple[Path, ...]
 
     @property
+    def tables(self) -> tuple[Path, ...]:
+        return (self.models, self.configurations, self.correlations, self.samples, self.incremental)
+
+    @property
     def paths(self) -> tuple[Path, ...]:
-        return (self.models, self.correlations, self.samples, self.markdown, *self.figures)
+        return (*self.tables, self.markdown, *self.figures)
 
 
 # --------------------------------------------------------------------------- building
 
 
-def _finite(table: pd.DataFrame, column: str) -> bool:
-    return column in table.columns and bool(pd.to_numeric(table[column], errors="coerce").notna().any())
-
-
-def reading_statistic(table: pd.DataFrame) -> str | None:
-    """The negative-peak statistic the reading and the main scatter plot use."""
-    preferred = [c for c in READING_STATISTICS if _finite(table, c)]
-    others = [c for c in statistic_columns(table) if _finite(table, c)]
-    candidates = preferred or others
-    return candidates[0] if candidates else None
-
-
 def scatter_pairs(table: pd.DataFrame, correlations: pd.DataFrame) -> list[tuple[str, str]]:
-    """The reading's pair (e.g. clean_neg_homogeneity vs worst@8/255), then the most correlated
-    pair if it is a different one."""
+    """The reading's pair (e.g. clean_neg_homogeneity vs worst@8/255), then the pair with the
+    smallest q-value if it is a different one and a finding."""
     pairs: list[tuple[str, str]] = []
     statistic, target = reading_statistic(table), headline_target(table)
     if statistic is not None and target is not None:
         pairs.append((statistic, target))
     strongest = strongest_correlations(correlations, 1)
-    if len(strongest):
+    if len(strongest) and bool(strongest["finding"].iloc[0]):
         pair = (str(strongest["statistic"].iloc[0]), str(strongest["target"].iloc[0]))
-        first = _correlation_row(correlations, *pairs[0]) if pairs else None
-        reading_rho = abs(float(first["spearman_rho"])) if first is not None else math.nan
-        # a tie with the reading's pair adds nothing worth a second figure
-        if pair not in pairs and not abs(float(strongest["spearman_rho"].iloc[0])) <= reading_rho + 1e-9:
+        if pair not in pairs:
             pairs.append(pair)
     return pairs
 
@@ -151,114 +166,49 @@ def _correlation_row(correlations: pd.DataFrame, statistic: str, target: str) ->
     return None if match.empty else dict(match.iloc[0])
 
 
-def _value(column: str, value: float) -> str:
-    if not np.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.1f}%" if "@" in column or column.endswith("_acc") else f"{value:.3g}"
+def build_report(
+    evaluations: Sequence[Evaluation],
+    *,
+    primary: Sequence[str] | None = None,
+    bootstrap: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    cv_repeats: int = REPEATS,
+) -> Report:
+    """All tables of a report from loaded evaluations (see ``load_evaluations``).
 
-
-def plain_reading(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
-    """One paragraph in plain words, generated from the numbers: which loss has the lowest mean
-    negative-peak statistic, whether a lower statistic goes with higher robust accuracy here
-    (sign of Spearman's rho, whether its CI excludes 0), and a caution when n is small."""
-    n = len(table)
-    if n == 0:
-        return "There are no checkpoints to read."
-    statistic = reading_statistic(table)
-    if statistic is None:
-        return (
-            "These evaluations hold no negative-CAM statistics (evaluated with --no-cam-stats?), so this report "
-            "cannot say how they relate to robustness; run robustcam eval with CAM statistics to get them."
-        )
-    sentences = []
-    by_loss = table.groupby("loss")[statistic].mean().dropna().sort_values()
-    lowest = str(by_loss.index[0])
-    if len(by_loss) > 1:
-        others = ", ".join(f"{loss} {value:.3g}" for loss, value in by_loss.iloc[1:].items())
-        sentences.append(
-            f"Of the {len(by_loss)} losses, {lowest} has the lowest mean {statistic} ({by_loss.iloc[0]:.3g}; "
-            f"{others})."
-        )
-    else:
-        sentences.append(
-            f"Only one loss ({lowest}) was evaluated, so losses cannot be compared; its mean {statistic} is "
-            f"{by_loss.iloc[0]:.3g}."
-        )
-    for other in READING_STATISTICS:
-        if other != statistic and other == "clean_neg_peak_max" and _finite(table, other) and len(by_loss) > 1:
-            second = table.groupby("loss")[other].mean().dropna().sort_values()
-            agree = "also" if str(second.index[0]) == lowest else "instead"
-            sentences.append(f"By {other}, {second.index[0]} {agree} has the lowest ({second.iloc[0]:.3g}).")
-    target = headline_target(table)
-    if target is None:
-        sentences.append("No robust accuracy was recorded, so nothing can be said about robustness.")
-        return " ".join(sentences)
-    words = describe_column(target)
-    accuracy = table.groupby("loss")[target].mean().dropna()
-    if lowest in accuracy.index and len(accuracy) > 1:
-        best = str(accuracy.idxmax())
-        if best == lowest:
-            sentences.append(f"{lowest} also has the highest mean {target} ({_value(target, accuracy[lowest])}).")
-        else:
-            sentences.append(
-                f"{lowest} reaches {_value(target, accuracy[lowest])} mean {target} ({words}), below {best} "
-                f"({_value(target, accuracy[best])})."
-            )
-    row = _correlation_row(correlations, statistic, target)
-    pairs = int(row["n"]) if row is not None else n
-    if pairs < MIN_CHECKPOINTS:
-        sentences.append(
-            f"With {pairs} checkpoint{'s' if pairs != 1 else ''}, a correlation across checkpoints would not mean "
-            f"anything: evaluate at least {MIN_CHECKPOINTS} (better {SMALL_N} or more: several seeds and noise "
-            "rates per loss) before reading one."
-        )
-        return " ".join(sentences)
-    assert row is not None
-    rho = float(row["spearman_rho"])
-    if not np.isfinite(rho):
-        sentences.append(f"Across the {pairs} checkpoints no correlation can be computed ({row['note']}).")
-        return " ".join(sentences)
-    if rho < 0:
-        relation = f"a lower {statistic} goes with a higher {target}"
-    elif rho > 0:
-        relation = f"a lower {statistic} goes with a lower {target}"
-    else:
-        relation = f"{statistic} and {target} show no monotone relation"
-    text = f"Across the {pairs} checkpoints, {relation} (Spearman rho = {rho:+.2f}"
-    low, high = float(row["spearman_ci_low"]), float(row["spearman_ci_high"])
-    if np.isfinite(low):
-        text += f", 95% bootstrap CI [{low:+.2f}, {high:+.2f}]"
-        text += "), and the interval excludes 0." if row["ci_excludes_zero"] else (
-            "); the interval includes 0, so these data are also consistent with no relation."
-        )
-    else:
-        text += "; no bootstrap CI)."
-    sentences.append(text)
-    if pairs < SMALL_N:
-        sentences.append(f"With only {pairs} checkpoints this is a hint, not evidence.")
-    sentences.append("Checkpoints differ in more than their CAMs, so even a clear correlation is not a cause.")
-    return " ".join(sentences)
-
-
-def build_report(evaluations: Sequence[Evaluation], *, bootstrap: int = 2000, seed: int = 0) -> Report:
-    """All tables of a report from loaded evaluations (see ``load_evaluations``)."""
+    ``primary``: the declared primary hypotheses as ``statistic:target`` texts (default:
+    ``default_primary``); a name the report does not have is a ``PrimaryHypothesisError``.
+    ``cv_repeats``: repeats of the 5-fold cross-validation of the within-checkpoint comparison.
+    """
     if not evaluations:
         raise ValueError("no evaluations to report on")
     evaluations = tuple(evaluations)
     table = model_table(evaluations)
-    correlations = model_correlations(table, bootstrap=bootstrap, seed=seed)
-    warnings = check_evaluations(evaluations)
+    configurations = configuration_table(table, configuration_values(evaluations))
+    declared = parse_primary(primary, configurations) if primary is not None else default_primary(configurations)
+    correlations = model_correlations(configurations, primary=declared, bootstrap=bootstrap, seed=seed)
+    incremental = incremental_value(evaluations, repeats=cv_repeats, seed=seed)
+    reference = reference_setting(evaluations)
+    headline = headline_target(table)
+    reference_label = None if reference is None else reference.label(with_backend=several_backends(evaluations))
+    reading = plain_reading(
+        table, correlations, incremental=incremental, reference=reference_label, target=headline,
+        replicates=has_replicates(configurations),
+    )  # fmt: skip
     return Report(
         evaluations=evaluations,
         models=table,
+        configurations=configurations,
         accuracies=robust_accuracies(evaluations),
         correlations=correlations,
-        samples=sample_auroc(evaluations),
-        reference=reference_setting(evaluations),
-        headline=headline_target(table),
-        scatter_pairs=tuple(scatter_pairs(table, correlations)),
-        warnings=tuple(warnings),
-        reading=plain_reading(table, correlations),
+        samples=sample_auroc(evaluations, seed=seed),
+        incremental=incremental,
+        reference=reference,
+        headline=headline,
+        primary=tuple(declared),
+        scatter_pairs=tuple(scatter_pairs(configurations, correlations)),
+        warnings=tuple(check_evaluations(evaluations)),
+        reading=reading,
     )
 
 
@@ -308,23 +258,54 @@ ROBUST_HELP = (
 )
 CAM_HELP = (
     "Means over samples of per-sample statistics computed on raw CAMs. `clean_*` are on the clean inputs (all "
-    "samples); `adv_*` on the adversarial examples of the reference setting `{reference}`. Localisation "
-    "accuracy (%) counts a hit when the prediction is right and the CAM box has IoU >= 0.5."
+    "samples); `adv_*` on the adversarial examples of the reference setting `{reference}`. Where the data have "
+    "ground-truth boxes, CAM localisation (%) under three protocols, because the literature uses one name for "
+    "different rules. `loc_acc_cvpr2016` is top-1 localisation as in the CAM paper (Zhou et al., CVPR 2016): "
+    "the predicted class's CAM without the head bias, upsampled, negatives clipped to 0, divided by its max and "
+    "kept where >= 0.2; the box of the largest connected component; a hit when the prediction is right and the "
+    "box has IoU >= 0.5 with the ground truth. `loc_acc_minmax` is the same with the map min-max normalised "
+    "instead (the later WSOL re-implementations' rule; records written before the protocols were named used "
+    "it). `maxboxacc_v2` is MaxBoxAccV2 (Choe et al., CVPR 2020): the ground-truth class's CAM, min-max "
+    "normalised, boxes of every connected component, a hit when any box reaches IoU delta, the best threshold "
+    "of a 0.01 grid chosen over the whole evaluation, averaged over delta = 0.3, 0.5 and 0.7; it does not ask "
+    "whether the prediction is right."
 )
 CORRELATION_HELP = (
-    "One point per checkpoint. Spearman's rho (rank correlation: does a higher statistic go with a higher "
-    "robustness value, in any monotone way?) and Pearson's r (linear), each with its p-value, and a 95% "
-    "percentile bootstrap CI for rho over resampled checkpoints. A negative rho between a negative-peak "
-    "statistic and robust accuracy means flatter negative CAMs go with more robustness. A CI that excludes 0 "
-    f"is the least to ask for; with fewer than {MIN_CHECKPOINTS} checkpoints nothing is computed, and below "
-    f"{SMALL_N} the numbers are hints. p-values are not corrected for the many pairs tested."
+    "One point per configuration: checkpoints that differ only in their seed are averaged into one "
+    "configuration (their spread is in `configurations.csv`), so seeds are replicates, not independent points. "
+    "Spearman's rho (rank correlation) and Pearson's r (linear), each with a two-sided permutation p-value: "
+    f"exact (every one of the n! orderings) up to n = {EXACT_MAX_N}, otherwise Monte Carlo with "
+    f"{PERMUTATION_RESAMPLES:,} seeded orderings (`p_method`). At n = 4 the smallest possible p is 2/24 = 0.083, "
+    f"so four checkpoints can never be significant. A BCa bootstrap 95% CI of rho is given from n = "
+    f"{MIN_BOOTSTRAP_N}; below that there is none, because a bootstrap of a handful of points collapses. "
+    "`q_value` is the Benjamini-Hochberg adjusted p over every row of the CSV; the primary hypotheses, declared "
+    "before looking, are also corrected as their own family (`q_family`), and the rest as exploratory. A pair is "
+    f"a finding only when its `q_family` is below {ALPHA}. A negative rho between a negative-peak statistic and "
+    "robust accuracy means flatter negative CAMs go with more robustness; across checkpoints that differ in "
+    f"their loss it is an association, never a cause. Nothing is computed below {MIN_CHECKPOINTS} points."
+)
+INCREMENTAL_HELP = (
+    "Within each checkpoint (hundreds of samples: the strongest evidence here), among its clean-correct samples "
+    "and for a bounded attack setting: `auroc_margin` is how well the clean logit margin alone predicts which "
+    "samples the attack breaks (out-of-fold logistic regression, stratified 5-fold cross-validation repeated 10 "
+    "times); `auroc_statistic` the statistic alone; `auroc_margin_plus` margin and statistic together; "
+    "`delta_auroc` the difference, with a paired stratified bootstrap 95% CI over samples; `lr_p` the "
+    "likelihood-ratio test of adding the statistic to the margin-only model (`lr_q`: BH over the whole CSV); "
+    "`coef` the statistic's standardised coefficient (positive: a higher statistic, more breaks at equal "
+    "margin); `partial_spearman` the statistic's rank correlation with being broken given the margin. A "
+    "statistic with a high AUROC of its own but a delta CI around 0 only repeats what the logits say."
 )
 SAMPLES_HELP = (
     "Among the clean-correct samples of each checkpoint, the AUROC of a clean statistic for telling the samples "
-    "an attack broke (positives) from those it did not: 1.0 means every broken sample had a higher statistic "
-    "than every robust one, 0.5 no information, below 0.5 the reverse. For a minimal attack (C&W), Spearman's "
-    "rho between the statistic and the minimal norm over the samples it broke. The tables show the reference "
-    "setting and the minimal attacks; the CSV has every setting."
+    "an attack broke (positives) from those it did not, with a stratified bootstrap 95% CI: 1.0 means every "
+    "broken sample had a higher statistic than every robust one, 0.5 no information, below 0.5 the reverse. "
+    "For a minimal attack (C&W), Spearman's rho between the statistic and the minimal norm over the samples it "
+    "broke (permutation p). The tables show the reference setting and the minimal attacks; the CSV has every "
+    "setting."
+)
+CONFIGURATIONS_HELP = (
+    "Checkpoints that differ only in their seed, averaged: the mean of each column over the seeds, with the "
+    "standard deviation over seeds beside it in the CSV (`<column>_sd`)."
 )
 GRID_HELP = (
     "Rows are samples; columns are the image, the true-class CAM and the top negative CAM (the absent class "
@@ -334,9 +315,7 @@ GRID_HELP = (
 
 
 def _reference_label(report: Report) -> str | None:
-    if report.reference is None:
-        return None
-    return report.reference.label(with_backend=several_backends(report.evaluations))
+    return report.reference_label
 
 
 def _checkpoints_section(report: Report) -> list[str]:
@@ -363,11 +342,13 @@ def _robust_section(report: Report, figures: dict[str, Path]) -> list[str]:
 
 def _cam_section(report: Report) -> list[str]:
     table = report.models
-    columns = [c for c in table.columns if c in statistic_columns(table) or c.endswith("_loc_acc")]
+    # localisation columns: <side>_loc_acc_<protocol> and <side>_maxboxacc_v2 (robustcam.report.tables)
+    localization = [c for c in table.columns if "_loc_acc_" in c or c.endswith("_maxboxacc_v2")]
+    columns = [c for c in table.columns if c in statistic_columns(table)] + localization
     lines = ["## Negative-CAM statistics per checkpoint", ""]
     if not columns:
         return [*lines, "_No CAM statistic columns in the evaluations (evaluated with --no-cam-stats?)._", ""]
-    view = _percent(table[["name", "loss", "noise", *columns]], [c for c in columns if c.endswith("_acc")])
+    view = _percent(table[["name", "loss", "noise", *columns]], localization)
     if "adv_setting" in table.columns:
         view.insert(3, "adv_setting", table["adv_setting"])
     lines += [CAM_HELP.format(reference=_reference_label(report) or "none"), "", markdown_table(view), ""]
@@ -376,19 +357,62 @@ def _cam_section(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+CORRELATION_VIEW = ("statistic", "target", "family", "n", "spearman_rho", "spearman_p", "p_method", "q_family",
+                    "q_value", "spearman_ci_low", "spearman_ci_high", "pearson_r", "note")  # fmt: skip
+
+
 def _correlation_section(report: Report, figures: dict[str, Path]) -> list[str]:
-    lines = [f"## Correlations across checkpoints ([{CORRELATIONS_FILE}]({CORRELATIONS_FILE}))", ""]
-    lines += [CORRELATION_HELP, ""]
-    strongest = strongest_correlations(report.correlations, 15)
-    if len(strongest):
-        lines += ["The strongest correlations (every pair is in the CSV):", "", markdown_table(strongest), ""]
-    elif len(report.correlations):
-        notes = ", ".join(sorted(set(report.correlations["note"]) - {""}))
+    unit = "configurations" if report.replicates else "checkpoints"
+    lines = [f"## Correlations across {unit} ([{CORRELATIONS_FILE}]({CORRELATIONS_FILE}))", "", CORRELATION_HELP, ""]
+    lines += [f"The points are the rows of [{CONFIGURATIONS_FILE}]({CONFIGURATIONS_FILE}).", ""]
+    correlations = report.correlations
+    done = tested(correlations)
+    primary = correlations[correlations["family"] == "primary"]
+    if len(primary):
+        lines += ["Primary hypotheses (declared before looking, corrected as their own family):", ""]
+        lines += [markdown_table(primary[list(CORRELATION_VIEW)]), ""]
+    if len(done):
+        found = int(done["finding"].sum())
+        lines += [
+            (f"{len(done)} pairs were tested; {found} {'is a finding' if found == 1 else 'are findings'} "
+            f"(q_family < {ALPHA}). The 15 with the smallest q-values (every pair is in the CSV):"), "",
+            markdown_table(strongest_correlations(correlations, 15)[list(CORRELATION_VIEW)]), "",
+        ]  # fmt: skip
+    elif len(correlations):
+        notes = ", ".join(sorted(set(correlations["note"]) - {""}))
         lines += [f"_No correlation could be computed ({notes})._", ""]
     for statistic, target in report.scatter_pairs:
         name = _scatter_file(statistic, target)
         if name in figures:
             lines += [f"![{statistic} vs {target}]({name})", ""]
+    return lines
+
+
+def _configurations_section(report: Report) -> list[str]:
+    if not report.replicates:
+        return []
+    table = report.configurations
+    shown = [c for c in ("configuration", "n_replicates", "seeds", "clean_acc", report.headline,
+                         reading_statistic(table), "clean_neg_peak_max") if c is not None and c in table.columns]  # fmt: skip
+    spread = [f"{c}_sd" for c in shown[3:] if f"{c}_sd" in table.columns]
+    view = table[list(dict.fromkeys([*shown, *spread]))]
+    title = f"## Configurations: seeds averaged ([{CONFIGURATIONS_FILE}]({CONFIGURATIONS_FILE}))"
+    return [title, "", CONFIGURATIONS_HELP, "", markdown_table(view), ""]
+
+
+INCREMENTAL_VIEW = ("name", "statistic", "n_positive", "n_negative", "auroc_statistic", "auroc_margin",
+                    "auroc_margin_plus", "delta_auroc", "delta_ci_low", "delta_ci_high", "lr_p", "coef")  # fmt: skip
+
+
+def _incremental_section(report: Report) -> list[str]:
+    title = "## Within a checkpoint: what a CAM statistic adds to the logit margin"
+    lines = [f"{title} ([{INCREMENTAL_FILE}]({INCREMENTAL_FILE}))", "", INCREMENTAL_HELP, ""]
+    incremental = report.incremental
+    reference = report.reference_label
+    chosen = incremental[(incremental["kind"] == "auroc") & (incremental["target"] == reference)]
+    if chosen.empty:
+        return [*lines, "_No per-sample CAM statistics and margins to compare._", ""]
+    lines += [f"At `{reference}` (positives: samples it broke):", "", markdown_table(chosen[list(INCREMENTAL_VIEW)]), ""]
     return lines
 
 
@@ -398,10 +422,10 @@ def _samples_section(report: Report) -> list[str]:
     samples = report.samples
     if samples.empty:
         return [*lines, "_No per-sample CAM statistics to relate to attack success._", ""]
-    reference = _reference_label(report)
+    reference = report.reference_label
     auroc = samples[(samples["kind"] == "auroc") & (samples["target"] == reference)]
     if len(auroc):
-        view = _by_statistic(auroc, "auroc", ["n_positive", "n_negative"])
+        view = auroc[["name", "statistic", "n_positive", "n_negative", "auroc", "auroc_ci_low", "auroc_ci_high"]]
         lines += [f"AUROC at `{reference}` (positives: samples it broke):", "", markdown_table(view), ""]
     minimal = samples[samples["kind"] == "spearman_min_norm"]
     for target, part in minimal.groupby("target", sort=False):
@@ -438,8 +462,10 @@ def _markdown(report: Report, figures: dict[str, Path]) -> str:
     lines += _noise_section(report, figures)
     lines += _robust_section(report, figures)
     lines += _cam_section(report)
-    lines += _correlation_section(report, figures)
+    lines += _incremental_section(report)
     lines += _samples_section(report)
+    lines += _configurations_section(report)
+    lines += _correlation_section(report, figures)
     lines += _grid_section(report, figures)
     return "\n".join(lines)
 
@@ -449,9 +475,9 @@ def _noise_section(report: Report, figures: dict[str, Path]) -> list[str]:
     if noise.empty:
         return []
     lines = ["## Label noise", "",
-             "Clean test accuracy of each checkpoint (full test set, from its training record) against the "
+             ("Clean test accuracy of each checkpoint (full test set, from its training record) against the "
              "rate of label noise it was trained with, and the fraction of flipped training labels it "
-             "memorised (predicts as the noisy label).", "", markdown_table(noise), ""]  # fmt: skip
+             "memorised (predicts as the noisy label)."), "", markdown_table(noise), ""]  # fmt: skip
     if NOISE_FIGURE in figures:
         lines += [f"![Test accuracy vs noise rate]({NOISE_FIGURE})", ""]
     return lines
@@ -469,9 +495,16 @@ def _grid_file(name: str) -> str:
 
 
 def write_report(
-    evaluations: Sequence[Evaluation] | Report, out_dir: str | Path, *, bootstrap: int = 2000, seed: int = 0
+    evaluations: Sequence[Evaluation] | Report,
+    out_dir: str | Path,
+    *,
+    primary: Sequence[str] | None = None,
+    bootstrap: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    cv_repeats: int = REPEATS,
 ) -> ReportFiles:
-    """Write models.csv, correlations.csv, samples_auroc.csv, the PNG figures and report.md.
+    """Write models.csv, configurations.csv, correlations.csv, samples_auroc.csv,
+    samples_incremental.csv, the PNG figures and report.md.
 
     ``evaluations`` may be a built ``Report``. A figure that cannot be drawn (e.g. a broken
     ``examples.pt``) becomes a warning in the report, not an error.
@@ -479,13 +512,24 @@ def write_report(
     if isinstance(evaluations, Report):
         report = evaluations
     else:
-        report = build_report(evaluations, bootstrap=bootstrap, seed=seed)
+        report = build_report(evaluations, primary=primary, bootstrap=bootstrap, seed=seed, cv_repeats=cv_repeats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    models = atomic_write_text(out / MODELS_FILE, report.models.to_csv(index=False))
-    correlations = atomic_write_text(out / CORRELATIONS_FILE, report.correlations.to_csv(index=False))
-    samples = atomic_write_text(out / SAMPLES_FILE, report.samples.to_csv(index=False))
+    frames = {
+        "models": (MODELS_FILE, report.models), "configurations": (CONFIGURATIONS_FILE, report.configurations),
+        "correlations": (CORRELATIONS_FILE, report.correlations), "samples": (SAMPLES_FILE, report.samples),
+        "incremental": (INCREMENTAL_FILE, report.incremental),
+    }  # fmt: skip
+    tables = {key: atomic_write_text(out / name, frame.to_csv(index=False)) for key, (name, frame) in frames.items()}
+    figures, problems = _write_figures(report, out)
+    if problems:
+        report = dataclasses.replace(report, warnings=(*report.warnings, *problems))
+    markdown = atomic_write_text(out / MARKDOWN_FILE, _markdown(report, figures) + "\n")
+    return ReportFiles(report=report, out_dir=out, markdown=markdown, figures=tuple(figures.values()), **tables)
 
+
+def _write_figures(report: Report, out: Path) -> tuple[dict[str, Path], list[str]]:
+    """Every figure of the report, and a warning for each one that could not be drawn."""
     figures: dict[str, Path] = {}
     problems: list[str] = []
     if not report.accuracies.empty:
@@ -497,7 +541,7 @@ def write_report(
     for statistic, target in report.scatter_pairs:
         name = _scatter_file(statistic, target)
         row = _correlation_row(report.correlations, statistic, target)
-        figures[name] = plot_statistic_scatter(report.models, statistic, target, out / name, correlation=row)
+        figures[name] = plot_statistic_scatter(report.configurations, statistic, target, out / name, correlation=row)
     for evaluation in report.evaluations:
         if evaluation.examples is None:
             continue
@@ -509,13 +553,7 @@ def write_report(
             )  # fmt: skip
         except (KeyError, ValueError, RuntimeError, IndexError, TypeError) as error:
             problems.append(f"{evaluation.name}: could not draw {evaluation.examples}: {error}")
-    if problems:
-        report = dataclasses.replace(report, warnings=(*report.warnings, *problems))
-    markdown = atomic_write_text(out / MARKDOWN_FILE, _markdown(report, figures) + "\n")
-    return ReportFiles(
-        report=report, out_dir=out, models=models, correlations=correlations, samples=samples,
-        markdown=markdown, figures=tuple(figures.values()),
-    )  # fmt: skip
+    return figures, problems
 
 
 __all__ = [

@@ -89,35 +89,45 @@ def plot_robust_accuracy(long: pd.DataFrame, path: str | Path) -> Path:
 def plot_statistic_scatter(
     table: pd.DataFrame, statistic: str, target: str, path: str | Path, *, correlation: dict[str, Any] | None = None
 ) -> Path:
-    """One labelled point per checkpoint: a mean CAM statistic (x) vs a robustness column (y),
-    coloured by loss. ``correlation`` (a row of ``model_correlations``) goes in the title."""
+    """One labelled point per configuration (or checkpoint): a mean CAM statistic (x) vs a
+    robustness column (y), coloured by loss, with the spread over seeds as error bars where a
+    configuration table has ``<column>_sd``. ``correlation`` (a row of ``model_correlations``)
+    goes in the title: rho, its permutation p and q, and the CI where there is one."""
     for column in (statistic, target):
         if column not in table.columns:
             raise ValueError(f"column {column!r} is not in the model table")
-    data = table[["name", "loss", statistic, target]].copy()
-    data[statistic] = pd.to_numeric(data[statistic], errors="coerce")
-    data[target] = pd.to_numeric(data[target], errors="coerce")
+    label = "configuration" if "configuration" in table.columns else "name"
+    spreads = [c for c in (f"{statistic}_sd", f"{target}_sd") if c in table.columns]
+    data = table[[label, "loss", statistic, target, *spreads]].copy()
+    for column in (statistic, target, *spreads):
+        data[column] = pd.to_numeric(data[column], errors="coerce")
     data = data.dropna(subset=[statistic, target])
-    accuracy = "@" in target
+    accuracy = "@" in target or target.endswith("_acc")
     scale = 100.0 if accuracy else 1.0
     figure = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = figure.subplots()
     losses = list(dict.fromkeys(data["loss"]))
     for loss, color in zip(losses, _colors(len(losses))):
         part = data[data["loss"] == loss]
-        ax.scatter(part[statistic], scale * part[target], color=color, label=str(loss), s=36, zorder=3)
+        x_err = part[f"{statistic}_sd"] if f"{statistic}_sd" in part.columns else None
+        y_err = scale * part[f"{target}_sd"] if f"{target}_sd" in part.columns else None
+        ax.errorbar(part[statistic], scale * part[target], xerr=x_err, yerr=y_err, fmt="o", color=color,
+                    label=str(loss), markersize=6, capsize=2, zorder=3)  # fmt: skip
     for row in data.itertuples(index=False):
         ax.annotate(str(row[0]), (float(row[2]), scale * float(row[3])), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")  # fmt: skip
     ax.set_xlabel(f"{statistic} (mean over samples)", fontsize=9)
-    ax.set_ylabel(f"{target}: robust accuracy (%)" if accuracy else target, fontsize=9)
-    lines = [f"{describe_column(target)}", f"vs {describe_column(statistic)}", "one point per checkpoint"]
+    ax.set_ylabel(f"{target} (%)" if accuracy else target, fontsize=9)
+    unit = "one point per configuration (mean over seeds; bars: sd)" if spreads else f"one point per {label}"
+    lines = [f"{describe_column(target)}", f"vs {describe_column(statistic)}", unit]
     title = "\n".join(textwrap.fill(line, 72) for line in lines)
     if correlation is not None and np.isfinite(correlation.get("spearman_rho", math.nan)):
         title += (
-            f"\nSpearman rho = {correlation['spearman_rho']:.2f}, 95% CI "
-            f"[{correlation['spearman_ci_low']:.2f}, {correlation['spearman_ci_high']:.2f}], n = {correlation['n']}"
+            f"\nSpearman rho = {correlation['spearman_rho']:.2f}, {correlation['p_method'].replace('_', ' ')} "
+            f"permutation p = {correlation['spearman_p']:.3g}, q = {correlation['q_family']:.3g}, n = {correlation['n']}"
         )
+        if np.isfinite(correlation.get("spearman_ci_low", math.nan)):
+            title += f", BCa 95% CI [{correlation['spearman_ci_low']:.2f}, {correlation['spearman_ci_high']:.2f}]"
     elif correlation is not None:
         title += f"\nn = {correlation.get('n')}: {correlation.get('note', '')}"
     ax.set_title(title, fontsize=9)

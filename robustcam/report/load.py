@@ -1,4 +1,5 @@
-"""Find and read evaluation folders: ``per_sample.csv`` (+ ``summary.csv``, ``summary.json``, ``examples.pt``).
+"""Find and read evaluation folders: ``per_sample.csv`` (+ ``summary.csv``, ``summary.json``, ``examples.pt``,
+``maxboxacc_v2.csv``).
 
 An evaluation folder is what ``robustcam eval`` writes (``robustcam.evaluate.write_eval``).
 ``load_evaluations`` accepts such folders, run directories (``<run>/eval``) and any folder
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pandas as pd
 import yaml
 
 from robustcam.cam import STAT_NAMES
+from robustcam.evaluate import MAXBOXACC_FILE
 
 PER_SAMPLE_FILE = "per_sample.csv"
 SUMMARY_FILE = "summary.csv"
@@ -41,7 +43,10 @@ class Evaluation:
 
     ``name`` is the folder name, or the run directory's name for ``<run>/eval``;
     ``info`` is ``summary.json`` (empty if absent); ``loss`` and ``noise`` are short texts
-    from the checkpoint's metadata (``"hnc"``, ``"symmetric 0.4"`` or ``"clean"``).
+    from the checkpoint's metadata (``"hnc"``, ``"symmetric 0.4"`` or ``"clean"``);
+    ``maxboxacc`` is ``maxboxacc_v2.csv`` (per measured example, the best box IoU at each
+    CAM threshold; empty if absent), which the ``clean_loc_example``/``adv_loc_example``
+    columns of ``per_sample.csv`` point into.
     """
 
     name: str
@@ -52,6 +57,8 @@ class Evaluation:
     loss: str
     noise: str
     examples: Path | None = None
+    train_config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's resolved train config
+    maxboxacc: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def checkpoint_meta(self) -> dict[str, Any]:
@@ -135,6 +142,22 @@ def noise_text(noise: Any) -> str:
     return str(noise)
 
 
+def _train_config(info: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The resolved train config of the evaluated checkpoint: from ``summary.json``, else from
+    the run's ``config.yaml`` when the folder is ``<run>/eval``; empty when neither says."""
+    stored = (info.get("config", {}).get("checkpoint_meta") or {}).get("config")
+    if isinstance(stored, dict):
+        return stored
+    path = folder.parent / "config.yaml"
+    if folder.name != EVAL_SUBFOLDER or not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _loss_name(info: dict[str, Any], folder: Path) -> str:
     loss = (info.get("config", {}).get("checkpoint_meta") or {}).get("loss")
     if isinstance(loss, Mapping) and loss.get("name"):
@@ -197,6 +220,8 @@ def load_evaluation(folder: str | Path, *, name: str | None = None) -> Evaluatio
         info["flags"] = info.get("flags") if isinstance(info.get("flags"), list) else []
     meta = info.get("config", {}).get("checkpoint_meta", {})
     examples = folder / EXAMPLES_FILE
+    maxboxacc_path = folder / MAXBOXACC_FILE
+    maxboxacc = pd.read_csv(maxboxacc_path) if maxboxacc_path.is_file() else None
     return Evaluation(
         name=name or evaluation_name(folder),
         path=folder,
@@ -206,6 +231,8 @@ def load_evaluation(folder: str | Path, *, name: str | None = None) -> Evaluatio
         loss=_loss_name(info, folder),
         noise=noise_text(meta.get("noise")),
         examples=examples if examples.is_file() else None,
+        train_config=_train_config(info, folder),
+        maxboxacc=pd.DataFrame() if maxboxacc is None else maxboxacc,
     )
 
 

@@ -24,19 +24,21 @@ import numpy as np
 import pandas as pd
 
 from robustcam.attacks import ATTACKS, format_eps, parse_eps
-from robustcam.cam import STAT_NAMES
-from robustcam.evaluate import summarize
+from robustcam.cam import STAT_NAMES, TOP1_HIT_IOU, TOP1_PROTOCOLS, LocalizationProtocol, max_box_accuracy
+from robustcam.evaluate import MAXBOXACC_FILE, MAXBOXACC_PREFIX, summarize
 from robustcam.report.load import Evaluation
 
 WORST = "worst"
 SUMMARY_TOLERANCE = 1e-12
-LOCALIZATION_IOU = 0.5  # the CAM paper's hit threshold
+LOCALIZATION_IOU = TOP1_HIT_IOU  # the CAM paper's hit threshold
+LOCALIZATION_SIDES = ("clean", "adv")
 KEY_COLUMNS = ("name", "loss", "noise")
 ADV_EXTRA_COLUMNS = ("adv_peak_gain", "true_peak_shift")  # per-sample columns averaged as they are
 CLEAN_STAT_COLUMNS = tuple(f"clean_{s}" for s in STAT_NAMES)
 ADV_STAT_COLUMNS = (*(f"adv_{s}" for s in STAT_NAMES), *ADV_EXTRA_COLUMNS)
 STATISTIC_COLUMNS = (*CLEAN_STAT_COLUMNS, *ADV_STAT_COLUMNS)
 MIN_NORM_SUFFIX = "_mean_min_"
+SD_SUFFIX = "_sd"  # spread over seed replicates, beside a mean (robustcam.report.replicates)
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ def minimal_norm_column(attack: str, backend: str, norm: str, *, with_backend: b
 def minimal_perturbations(evaluation: Evaluation, attack: str, backend: str) -> pd.DataFrame:
     """One row per sample for a minimal-perturbation attack: index, label, clean_correct,
     found (the attack found a valid misclassified example), norm (its size in the attack's
-    norm; meaningful where found), plus the per-sample clean CAM columns.
+    norm; meaningful where found), plus the clean logit margin and the per-sample clean CAM
+    columns.
 
     A minimal attack runs once per sample; its rows at the different eps repeat that one
     measurement, so the first row per sample is kept.
@@ -186,7 +189,7 @@ def minimal_perturbations(evaluation: Evaluation, attack: str, backend: str) -> 
     out = rows[["index", "label", "clean_correct"]].copy()
     out["found"] = found.to_numpy(dtype=bool)
     out["norm"] = rows["linf" if norm == "Linf" else "l2"].to_numpy(dtype=float)
-    for column in CLEAN_STAT_COLUMNS:
+    for column in ("clean_margin", *CLEAN_STAT_COLUMNS):
         if column in rows.columns:
             out[column] = rows[column].to_numpy(dtype=float)
     return out.reset_index(drop=True)
@@ -228,11 +231,81 @@ def _has_values(per_sample: pd.DataFrame, column: str) -> bool:
 
 
 def _localization_accuracy(correct: pd.Series, iou: pd.Series) -> float:
-    """Top-1 localisation: the prediction is right and the CAM box has IoU >= 0.5."""
+    """Top-1 localisation (cvpr2016, minmax): the prediction is right and the CAM box of the
+    predicted class has IoU >= 0.5; over every sample. NaN when no IoU was recorded."""
     iou = pd.to_numeric(iou, errors="coerce")
     if not iou.notna().any():
         return math.nan
     return float((correct.to_numpy(dtype=bool) & (iou.fillna(-1.0).to_numpy() >= LOCALIZATION_IOU)).mean())
+
+
+def _loc_ious(frame: pd.DataFrame, side: str, protocol: LocalizationProtocol) -> pd.Series | None:
+    """The ``<side>_loc_iou_<protocol>`` column; records written before the protocols were
+    named have ``<side>_loc_iou``, which is the minmax rule."""
+    legacy = (f"{side}_loc_iou",) if protocol == "minmax" else ()
+    for column in (f"{side}_loc_iou_{protocol}", *legacy):
+        if _has_values(frame, column):
+            return frame[column]
+    return None
+
+
+def maxboxacc_thresholds(table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The ``iou_at_<tau>`` columns of a ``maxboxacc_v2.csv`` table and their thresholds."""
+    columns = [c for c in table.columns if str(c).startswith(MAXBOXACC_PREFIX)]
+    return columns, np.array([float(str(c)[len(MAXBOXACC_PREFIX):]) for c in columns])
+
+
+def maxboxacc_v2(table: pd.DataFrame, examples: pd.Series) -> float:
+    """MaxBoxAccV2 (Choe et al., CVPR 2020) of the examples ``examples`` from the saved table.
+
+    ``table`` is ``maxboxacc_v2.csv`` (``example``, then the best box IoU of the
+    ground-truth class's CAM at each threshold, ``iou_at_<tau>``); ``examples`` the ids in a
+    ``clean_loc_example``/``adv_loc_example`` column, one per sample (an id may repeat:
+    rows that report the same example). ``robustcam.cam.max_box_accuracy`` does the rest:
+    ``mean over delta in {0.3, 0.5, 0.7} of max_tau mean_i [IoU_i(tau) >= delta]``. NaN
+    for no examples; a ValueError when the table lacks an id (the files do not belong
+    together).
+    """
+    ids = pd.to_numeric(examples, errors="coerce").dropna().to_numpy(dtype=np.int64)
+    if not len(ids):
+        return math.nan
+    columns, thresholds = maxboxacc_thresholds(table)
+    indexed = table.set_index("example")
+    missing = np.setdiff1d(ids, indexed.index.to_numpy())
+    if len(missing):
+        raise ValueError(
+            f"{MAXBOXACC_FILE} has no row for example {int(missing[0])} ({len(missing)} missing): it does not belong "
+            "to this per_sample.csv"
+        )
+    ious = indexed.loc[ids, columns].to_numpy(dtype=np.float64)
+    return max_box_accuracy(ious, thresholds).v2
+
+
+def localization_columns(table: pd.DataFrame) -> list[str]:
+    """The localisation columns of a model table, clean then adv: ``<side>_loc_acc_cvpr2016``,
+    ``<side>_loc_acc_minmax``, ``<side>_maxboxacc_v2`` (fractions)."""
+    names = [f"{side}_{name}" for side in LOCALIZATION_SIDES
+             for name in (*(f"loc_acc_{p}" for p in TOP1_PROTOCOLS), "maxboxacc_v2")]  # fmt: skip
+    return [c for c in names if c in table.columns]
+
+
+def _localization_values(evaluation: Evaluation, reference: Setting | None) -> dict[str, float]:
+    """The localisation columns of one checkpoint (NaN where its records have no data): clean
+    over every sample, adv over the reference setting's rows (correct = ``adv_pred == label``)."""
+    per_sample = evaluation.per_sample
+    samples = _clean_samples(per_sample)
+    adversarial = reference.rows(per_sample) if reference is not None else per_sample.iloc[:0]
+    parts = {"clean": (samples, samples["clean_correct"]),
+             "adv": (adversarial, adversarial["adv_pred"] == adversarial["label"])}  # fmt: skip
+    values: dict[str, float] = {}
+    for side, (rows, correct) in parts.items():
+        for protocol in TOP1_PROTOCOLS:
+            ious = _loc_ious(rows, side, protocol)
+            values[f"{side}_loc_acc_{protocol}"] = math.nan if ious is None else _localization_accuracy(correct, ious)
+        examples = f"{side}_loc_example"
+        known = _has_values(rows, examples) and not evaluation.maxboxacc.empty
+        values[f"{side}_maxboxacc_v2"] = maxboxacc_v2(evaluation.maxboxacc, rows[examples]) if known else math.nan
+    return values
 
 
 def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
@@ -243,9 +316,11 @@ def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
     ``worst_l2@0.5``); mean minimal norm of successful minimal-attack examples
     (``cw_mean_min_l2``); mean clean CAM statistics over all samples (``clean_<stat>``);
     ``adv_setting`` and the mean adversarial statistics there (``adv_<stat>``,
-    ``adv_peak_gain``, ``true_peak_shift``; see ``reference_setting``); top-1 localisation
-    accuracy ``clean_loc_acc`` / ``adv_loc_acc`` where the records have CAM boxes.
-    Columns appear only if at least one evaluation has data for them.
+    ``adv_peak_gain``, ``true_peak_shift``; see ``reference_setting``); where the records have
+    CAM boxes, top-1 localisation accuracy per protocol (``clean_loc_acc_cvpr2016``,
+    ``clean_loc_acc_minmax``; records written before protocols were named are minmax) and
+    ``clean_maxboxacc_v2``, then the same at the reference setting (``adv_...``; see
+    ``localization_columns``). Columns appear only if at least one evaluation has data for them.
     """
     long = robust_accuracies(evaluations)
     wide = long.pivot_table(index="name", columns="column", values="robust_acc", aggfunc="first", dropna=False)
@@ -254,8 +329,6 @@ def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
     minimal_norms = _minimal_norm_means(evaluations, with_backend)
     stats_present = [c for c in CLEAN_STAT_COLUMNS if any(_has_values(e.per_sample, c) for e in evaluations)]
     adv_present = [c for c in ADV_STAT_COLUMNS if any(_has_values(e.per_sample, c) for e in evaluations)]
-    clean_loc = any(_has_values(e.per_sample, "clean_loc_iou") for e in evaluations)
-    adv_loc = reference is not None and any(_has_values(e.per_sample, "adv_loc_iou") for e in evaluations)
 
     rows: list[dict[str, Any]] = []
     for evaluation in evaluations:
@@ -278,17 +351,12 @@ def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
             adversarial = reference.rows(evaluation.per_sample) if reference is not None else samples.iloc[:0]
             for column in adv_present:
                 row[column] = _mean(adversarial, column)
-        if clean_loc:
-            iou = samples.get("clean_loc_iou", pd.Series(math.nan, index=samples.index))
-            row["clean_loc_acc"] = _localization_accuracy(samples["clean_correct"], iou)
-        if adv_loc and reference is not None:
-            adversarial = reference.rows(evaluation.per_sample)
-            iou = adversarial.get("adv_loc_iou", pd.Series(math.nan, index=adversarial.index))
-            row["adv_loc_acc"] = _localization_accuracy(adversarial["adv_pred"] == adversarial["label"], iou)
+        row.update(_localization_values(evaluation, reference))
         rows.append(row)
     table = pd.DataFrame(rows)
-    # training-record columns appear only when some checkpoint has them
-    empty = [c for c in TRAINING_COLUMNS if c in table.columns and table[c].isna().all()]
+    # training-record and localisation columns appear only when some checkpoint has them
+    optional = (*TRAINING_COLUMNS, *localization_columns(table))
+    empty = [c for c in optional if c in table.columns and table[c].isna().all()]
     return table.drop(columns=empty)
 
 
@@ -326,7 +394,8 @@ def statistic_columns(table: pd.DataFrame) -> list[str]:
 
 def robustness_columns(table: pd.DataFrame) -> list[str]:
     """Robust accuracy columns (``pgd@8/255``, ``worst@8/255``, ...) and minimal-norm columns."""
-    columns = [c for c in table.columns if "@" in c or MIN_NORM_SUFFIX in c]
+    # a configuration table has <column>_sd beside each mean: spreads are not targets
+    columns = [c for c in table.columns if ("@" in c or MIN_NORM_SUFFIX in c) and not c.endswith(SD_SUFFIX)]
     # clean test accuracy from training: under label noise it is the robustness that matters
     return [*columns, *(["test_acc"] if "test_acc" in table.columns and table["test_acc"].notna().any() else [])]
 
@@ -335,7 +404,7 @@ def headline_target(table: pd.DataFrame) -> str | None:
     """The robustness column a reader looks at first: worst case at the largest Linf eps,
     else worst case at the largest L2 eps, else the first robustness column."""
     for prefix, norm in ((f"{WORST}@", "Linf"), (f"{WORST}_l2@", "L2")):
-        columns = [c for c in table.columns if c.startswith(prefix)]
+        columns = [c for c in table.columns if c.startswith(prefix) and not c.endswith(SD_SUFFIX)]
         if columns:
             return max(columns, key=lambda c: parse_eps(c.split("@", 1)[1]))
     targets = robustness_columns(table)
@@ -456,6 +525,8 @@ __all__ = [
     "check_evaluations",
     "describe_column",
     "headline_target",
+    "localization_columns",
+    "maxboxacc_v2",
     "minimal_attacks",
     "minimal_perturbations",
     "model_table",

@@ -31,10 +31,11 @@ def _console() -> Console:
 def test_every_file_is_written_and_report_md_shows_every_figure(tmp_path: Path) -> None:
     folders = write_sweep(tmp_path / "sweep")
     write_examples(folders[0] / "examples.pt")
-    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=200)
+    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=200, cv_repeats=2)
 
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"models.csv", "correlations.csv", "samples_auroc.csv", "report.md"} <= names
+    expected = {"models.csv", "configurations.csv", "correlations.csv", "samples_auroc.csv", "samples_incremental.csv"}
+    assert {*expected, "report.md"} <= names
     assert {"robust_accuracy_vs_eps.png", "cams_run0.png"} <= names
     assert any(n.startswith("scatter_clean_neg_homogeneity_vs_worst_8-255") for n in names)
     for path in files.paths:
@@ -44,21 +45,26 @@ def test_every_file_is_written_and_report_md_shows_every_figure(tmp_path: Path) 
     markdown = files.markdown.read_text()
     for figure in files.figures:
         assert f"]({figure.name})" in markdown
-    for table in ("models.csv", "correlations.csv", "samples_auroc.csv"):
+    for table in expected:
         assert f"]({table})" in markdown
 
     models = pd.read_csv(files.models)
     pd.testing.assert_frame_equal(models, files.report.models, check_dtype=False)
     assert len(pd.read_csv(files.correlations)) == len(files.report.correlations)
     assert len(pd.read_csv(files.samples)) == len(files.report.samples)
+    assert len(pd.read_csv(files.incremental)) == len(files.report.incremental)
+    assert len(pd.read_csv(files.configurations)) == len(files.report.configurations) == 5
 
 
-def test_the_reading_names_the_loss_with_the_lowest_statistic(tmp_path: Path) -> None:
+def test_the_reading_names_the_loss_and_says_five_checkpoints_cannot_support_a_claim(tmp_path: Path) -> None:
     write_sweep(tmp_path)  # hnc (runs 3 and 4) has the flattest negative CAMs and the highest robust accuracy
-    report = build_report(load_evaluations(tmp_path), bootstrap=200)
-    assert "hnc has the lowest mean clean_neg_homogeneity" in report.reading
-    assert "a lower clean_neg_homogeneity goes with a higher worst@8/255" in report.reading
-    assert "excludes 0" in report.reading and "hint, not evidence" in report.reading
+    report = build_report(load_evaluations(tmp_path), bootstrap=200, cv_repeats=2)
+    reading = " ".join(report.reading.split())
+    assert "hnc has the lowest mean clean_neg_homogeneity" in reading
+    assert "a lower clean_neg_homogeneity goes with a higher worst@8/255" in reading
+    assert "exact permutation p = 0.017" in reading  # 2/5!: a perfect order of 5 points
+    assert "5 checkpoints cannot support a model-level claim" in reading
+    assert "is not a cause" in reading
 
 
 def test_the_reading_follows_the_numbers_when_another_loss_is_lowest(tmp_path: Path) -> None:
@@ -66,15 +72,24 @@ def test_the_reading_follows_the_numbers_when_another_loss_is_lowest(tmp_path: P
     table = model_table(load_evaluations(tmp_path))
     table["loss"] = ["ce", "hnc", "focal", "cam_loss", "hnc"]
     table["clean_neg_homogeneity"] = table["clean_neg_homogeneity"][::-1].to_numpy()  # now rising with robustness
-    reading = plain_reading(table, model_correlations(table, bootstrap=200))
+    reading = plain_reading(table, model_correlations(table, bootstrap=200), target="worst@8/255")
     assert "ce has the lowest mean clean_neg_homogeneity" in reading
     assert "a lower clean_neg_homogeneity goes with a lower worst@8/255" in reading
 
 
+def test_the_reading_leads_with_what_the_statistic_adds_to_the_margin(tmp_path: Path) -> None:
+    write_sweep(tmp_path)
+    report = build_report(load_evaluations(tmp_path), bootstrap=100, cv_repeats=2)
+    reading = " ".join(report.reading.split())
+    assert reading.startswith("On run0 at pgd@8/255: fewer than 5 robust samples (4): no cross-validated comparison.")
+    assert "On run1 at pgd@8/255, clean_neg_homogeneity alone: AUROC" in reading
+    assert "the clean logit margin alone:" in reading and "adding the statistic to the margin:" in reading
+
+
 def test_too_few_checkpoints_bring_a_plain_caution(tmp_path: Path) -> None:
     write_sweep(tmp_path, count=3)
-    report = build_report(load_evaluations(tmp_path), bootstrap=100)
-    assert "With 3 checkpoints, a correlation across checkpoints would not mean anything" in report.reading
+    report = build_report(load_evaluations(tmp_path), bootstrap=100, cv_repeats=2)
+    assert "With 3 checkpoints, a correlation across them would not mean anything" in " ".join(report.reading.split())
     assert (report.correlations["note"] == "n < 4: not meaningful").all()
     console = _console()
     render_report(report, console)
@@ -87,11 +102,11 @@ def test_render_report_shows_the_table_the_correlations_the_reading_and_warnings
     records = make_records(clean_stats=sweep_stats(0, set()))
     flag = {"check": "backends_disagree", "message": "4 points"}
     write_folder(tmp_path / "sweep" / "flagged", records, flags=[flag])
-    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=100)
+    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=100, cv_repeats=2)
     console = _console()
     render_report(files, console)
     text = console.export_text()
-    for name in ("run0", "run4", "flagged", "worst@8/255", "clean_neg_homogeneity", "95% CI"):
+    for name in ("run0", "run4", "flagged", "worst@8/255", "clean_neg_homogeneity", "95% CI", "margin"):
         assert name in text
     assert "warning: flagged: backends_disagree: 4 points" in text
     assert re.sub(r"\s+", " ", files.report.reading)[:60] in re.sub(r"\s+", " ", text)
@@ -101,7 +116,7 @@ def test_render_report_shows_the_table_the_correlations_the_reading_and_warnings
 
 def test_evaluations_without_cam_columns_still_give_a_report(tmp_path: Path) -> None:
     write_sweep(tmp_path / "sweep", cam=False)
-    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=100)
+    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=100, cv_repeats=2)
     report = files.report
     assert report.correlations.empty and report.samples.empty
     assert "no negative-CAM statistics" in report.reading
@@ -118,7 +133,7 @@ def test_a_broken_examples_file_is_a_warning_not_an_error(tmp_path: Path) -> Non
     import torch
 
     torch.save({"labels": torch.arange(2)}, folders[1] / "examples.pt")
-    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=100)
+    files = write_report(load_evaluations(tmp_path / "sweep"), tmp_path / "out", bootstrap=100, cv_repeats=2)
     assert any(w.startswith("run1: could not draw") and "'images'" in w for w in files.report.warnings)
     assert "could not draw" in files.markdown.read_text()
 

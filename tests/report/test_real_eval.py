@@ -42,7 +42,7 @@ def test_a_real_evaluation_loads_and_recomputes_exactly(real_eval: Path) -> None
 
 
 def test_a_real_evaluation_gives_a_full_report(real_eval: Path, tmp_path: Path) -> None:
-    files = write_report(load_evaluations(real_eval / "tiny"), tmp_path, bootstrap=50)
+    files = write_report(load_evaluations(real_eval / "tiny"), tmp_path, bootstrap=50, cv_repeats=2)
     assert files.markdown.is_file() and (tmp_path / "robust_accuracy_vs_eps.png").stat().st_size > 0
     models = pd.read_csv(files.models)
     assert models["name"].tolist() == ["tiny"]
