@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from robustcam.errors import RobustcamError
+from robustcam.errors import InputError, RobustcamError
 from robustcam.evaluate import EvalProgress, EvalResult
 from robustcam.train import LOG_COLUMNS, TrainProgress
 
@@ -352,12 +352,8 @@ def eval_command(
         highlight=False,
     )
     with _progress() as progress:
-        result = evaluate(
-            model, dataset, attack_objects, eps=cfg.eps, eps_l2=cfg.eps_l2, backends=cfg.backends, n=cfg.n,
-            batch_size=cfg.batch_size, cascade=cfg.cascade, seed=cfg.seed, sanity=cfg.sanity,
-            cam_stats=cfg.cam_stats, cam_topk=cfg.cam_topk,
-            adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress),
-        )  # fmt: skip
+        result = evaluate(model, dataset, cfg, adv_dir=out_dir / "adv" if cfg.save_adv else None,
+                          progress=RichEvalProgress(progress))  # fmt: skip
     record = eval_record(cfg, ckpt, meta, data_record)
     write_eval(result, out_dir, config=record)
     clean = result.meta["clean_accuracy"]
@@ -410,14 +406,11 @@ def cam_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """CAM overlays (true class and top negative class) for chosen samples, clean and adversarial."""
-    import pandas as pd
     import torch
 
-    from robustcam.attacks import build_attack, check_supported, format_eps, get_backend, parse_eps_list
-    from robustcam.cam import negative_cam_stats
+    from robustcam.attacks import build_attack, check_supported, format_eps, parse_eps_list
     from robustcam.checkpoint import load_checkpoint
-    from robustcam.data.batches import iterate_batches
-    from robustcam.evaluate import attack_seed, select_samples
+    from robustcam.evaluate import cam_examples, select_samples
     from robustcam.io import atomic_write_text
     from robustcam.report import plot_cam_grid
     from robustcam.runs import checkpoint_dataset
@@ -430,33 +423,14 @@ def cam_command(
     model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
     dataset, _ = checkpoint_dataset(ckpt, meta, "test", name=data, root=data_root)
     if indices:
-        chosen = torch.tensor([int(i) for i in indices.split(",")])
-        if int(chosen.min()) < 0 or int(chosen.max()) >= len(dataset):
-            raise ValueError(f"--indices must be in [0, {len(dataset) - 1}], got {indices}")
+        chosen = torch.tensor(_parse_indices(indices, len(dataset)))
     else:
         chosen = select_samples(len(dataset), n, seed)
-    (batch,) = iterate_batches(dataset, len(chosen), order=chosen, device=run_device)
-    adversarial = get_backend(backend).run(
-        attack_object, model, batch.images, batch.labels, None if attack_object.minimal else budget,
-        seed=attack_seed(seed, attack, backend, 0, 0),
-    )  # fmt: skip
-    with torch.no_grad():
-        clean, adv = model.forward_cams(batch.images), model.forward_cams(adversarial)
+    result = cam_examples(model, dataset, chosen, attack_object, backend=backend, eps=budget, seed=seed)
     label = format_eps(budget, attack_object.norm)
-    examples = {
-        "indices": chosen, "labels": batch.labels.cpu(), "clean_pred": clean.logits.argmax(1).cpu(),
-        "images": batch.images.cpu(), "cams": clean.cams.cpu(),
-        "adv": {f"{attack}/{backend}/{label}": {"images": adversarial.cpu(), "cams": adv.cams.cpu(),
-                                                "pred": adv.logits.argmax(1).cpu()}},
-    }  # fmt: skip
     title = f"{_checkpoint_name(ckpt)}: {attack} at {label} ({backend}); CAMs normalised for display"
-    plot_cam_grid(examples, out, max_samples=len(chosen), title=title)
-    rows = {"index": chosen.tolist(), "label": batch.labels.tolist(), "clean_pred": clean.logits.argmax(1).tolist(),
-            "adv_pred": adv.logits.argmax(1).tolist()}  # fmt: skip
-    for prefix, output in (("clean", clean), ("adv", adv)):
-        for name, values in negative_cam_stats(output.cams, batch.labels).items():
-            rows[f"{prefix}_{name}"] = values.tolist()
-    table = pd.DataFrame(rows)
+    plot_cam_grid(result.examples, out, max_samples=len(chosen), title=title)
+    table = result.statistics
     atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
     view = Table(title=title, title_justify="left")
     for column in ("index", "label", "clean pred", "adv pred", "neg peak clean", "neg peak adv", "homog. clean",
@@ -468,6 +442,17 @@ def cam_command(
                      f"{row.clean_neg_homogeneity:.3f}", f"{row.adv_neg_homogeneity:.3f}")  # fmt: skip
     console.print(view)
     console.print(f"saved {out} and {out.with_suffix('.csv')}")
+
+
+def _parse_indices(text: str, size: int) -> list[int]:
+    """``--indices 3,17,42`` as dataset positions in [0, size)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--indices must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0 or max(values) >= size:
+        raise InputError(f"--indices must be in [0, {size - 1}], got {text}")
+    return values
 
 
 QUICKSTART_LOSSES = ("ce", "focal", "cam_loss", "hnc")
@@ -518,12 +503,19 @@ def quickstart_command(
 # --------------------------------------------------------------------------- sweep
 
 
+def _executor_choices() -> str:
+    from robustcam.sweep import list_executors  # the registry only: Ray is imported when chosen
+
+    return _choices(list_executors())
+
+
 @app.command("sweep")
 def sweep_command(
     config: Annotated[Path, typer.Argument(help="Sweep YAML: base train config, grid, eval section.")],
-    executor: Annotated[str, typer.Option(help="local (default) or ray.")] = "local",
+    executor: Annotated[str, typer.Option(help=f"Where cells run: {_executor_choices()}.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto for the running cluster).")] = None,
-    workers: Annotated[int, typer.Option(help="Local executor: cells in parallel processes (one GPU each).")] = 1,
+    workers: Annotated[int, typer.Option(help="Cells in parallel processes, one GPU each (local: --workers 2 "
+                                         "or more means processes).")] = 1,
     out: Annotated[Path | None, typer.Option(help="Sweep folder (default runs/<sweep name>); shared storage for Ray.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells, what is done and what is left.")] = False,
     report: Annotated[bool, typer.Option(help="Write the report over all cells at the end.")] = True,
@@ -531,12 +523,11 @@ def sweep_command(
     """Train and evaluate every cell of a grid (losses x noise x seeds ...); resumable, local or on Ray."""
     import time
 
-    from robustcam.sweep import cell_dir, cell_status, load_sweep, run_cell, run_sweep
+    from robustcam.sweep import cell_dir, cell_status, load_sweep, resolve_executor, run_cell, run_sweep
 
-    if executor not in ("local", "ray"):
-        raise ValueError(f"unknown executor {executor!r}; valid: local, ray")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    executor = resolve_executor(executor, workers)  # an unknown name is an error listing the valid ones
     sweep, cells, default_out = load_sweep(config)
     root = out or default_out
     statuses = [cell_status(root, cell) for cell in cells]
@@ -553,10 +544,11 @@ def sweep_command(
         return
     began = time.perf_counter()
     todo = len(cells) - statuses.count("done")
-    console.print(f"[bold]robustcam sweep[/] {config}: {todo} of {len(cells)} cells to run with {executor}")
+    where = f"{executor} ({workers} workers)" if executor == "processes" else executor
+    console.print(f"[bold]robustcam sweep[/] {config}: {todo} of {len(cells)} cells to run with {where}")
     finished = 0
 
-    def on_cell_done(cell: Any, row: dict[str, Any]) -> None:
+    def on_cell_done(cell: Any, row: dict[str, Any]) -> None:  # called as each cell finishes, in any order
         nonlocal finished
         finished += 1
         console.print(f"[green]cell {finished}/{todo} done[/]: {cell.label}  test accuracy "
@@ -569,9 +561,9 @@ def sweep_command(
                             eval_progress=RichEvalProgress(progress))  # fmt: skip
 
     try:
-        table_out = run_sweep(root, cells, executor=executor, workers=workers, address=address,  # type: ignore[arg-type]
-                              on_cell_done=on_cell_done,
-                              runner=run_with_progress if executor == "local" and workers == 1 else None)  # fmt: skip
+        # progress bars only where cells run in this process; elsewhere the runner would be pickled
+        table_out = run_sweep(root, cells, executor=executor, workers=workers, address=address,
+                              on_cell_done=on_cell_done, runner=run_with_progress if executor == "local" else None)  # fmt: skip
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted: finished cells and epochs are saved in {root}; re-run to continue[/]")
         raise typer.Exit(130) from None

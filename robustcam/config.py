@@ -26,16 +26,17 @@ from pydantic import (
 
 from robustcam.attacks import (
     ATTACKS,
+    BACKENDS,
     Attack,
+    Norm,
     attack_parameters,
     build_attack,
     check_supported,
-    get_backend,
     parse_eps_list,
 )
 from robustcam.data import DATASETS
 from robustcam.errors import ConfigError
-from robustcam.evaluate import DEFAULT_EPS, DEFAULT_EPS_L2
+from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2
 from robustcam.losses import LOSSES, loss_parameters
 from robustcam.models import MODELS
 from robustcam.noise import NOISE_KINDS, NoiseSpec
@@ -302,15 +303,12 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- evaluation
 
 
-BackendName = Literal["torchattacks", "foolbox"]
-
-
 def _budgets(values: Iterable[str]) -> list[str | float]:
     budgets: list[str | float] = list(values)
     return budgets
 
 
-def _torchattacks() -> list[BackendName]:
+def _torchattacks() -> list[str]:
     return ["torchattacks"]
 
 
@@ -320,7 +318,7 @@ class EvalConfig(StrictModel):
     attacks: list[str] = Field(default_factory=lambda: ["pgd"], description="registered attack names")
     eps: list[str | float] = Field(default_factory=lambda: _budgets(DEFAULT_EPS), description="Linf, pixel units")
     eps_l2: list[str | float] = Field(default_factory=lambda: _budgets(DEFAULT_EPS_L2), description="L2 budgets")
-    backends: list[BackendName] = Field(default_factory=lambda: _torchattacks())
+    backends: list[str] = Field(default_factory=lambda: _torchattacks(), description="attack libraries")
     n: int | None = Field(None, ge=1, description="evaluate a seeded random subset of this size")
     batch_size: int = Field(256, ge=1)
     split: Literal["test", "train"] = "test"
@@ -347,9 +345,11 @@ class EvalConfig(StrictModel):
 
     @field_validator("backends")
     @classmethod
-    def _some_backend(cls, values: list[str]) -> list[str]:
+    def _known_backends(cls, values: list[str]) -> list[str]:
         if not values:
-            raise ValueError("give at least one backend; valid: torchattacks, foolbox")
+            raise ValueError(f"give at least one backend; valid: {', '.join(BACKENDS.names())}")
+        for name in values:
+            BACKENDS.get(name)
         return list(dict.fromkeys(values))
 
     @field_validator("eps", "eps_l2")
@@ -375,12 +375,12 @@ class EvalConfig(StrictModel):
         for attack in self.build_attacks():
             if not (self.eps if attack.norm == "Linf" else self.eps_l2):
                 flag = "eps" if attack.norm == "Linf" else "eps_l2"
-                kind = "minimal-perturbation" if attack.minimal else "bounded"
+                kind = "minimal-perturbation" if attack.kind == "minimal" else "bounded"
                 raise ValueError(
-                    f"{attack.name} is a {kind} {attack.norm} attack: give its budgets in {flag} "
-                    f"(--{flag.replace('_', '-')})"
+                    f"{attack.name} is a {kind} {attack.norm} attack: give its budgets with "
+                    f"--{flag.replace('_', '-')} ({flag} in a config file)"
                 )
-            if not any(get_backend(b).supports(attack) for b in self.backends):
+            if not any(attack.supports(b) for b in self.backends):
                 check_supported(attack, self.backends[0])
         norms = {attack.norm for attack in self.build_attacks()}
         for field, norm in (("eps", "Linf"), ("eps_l2", "L2")):
@@ -403,6 +403,22 @@ class EvalConfig(StrictModel):
             params.update(self.attack_params.get(name, {}))
             built.append(build_attack(name, **params))
         return built
+
+    def budgets(self) -> dict[Norm, list[float]]:
+        """The parsed, ascending eps lists per norm."""
+        return {"Linf": parse_eps_list(list(self.eps), norm="Linf"), "L2": parse_eps_list(list(self.eps_l2), norm="L2")}
+
+    def jobs(self) -> tuple[list[tuple[Attack, str]], list[str]]:
+        """(attack, backend) pairs to run, in attack order, and notes on the pairs left out
+        because a backend has no implementation of the attack (another backend runs it)."""
+        jobs: list[tuple[Attack, str]] = []
+        skipped: list[str] = []
+        for attack in self.build_attacks():
+            able = [b for b in self.backends if attack.supports(b)]
+            skipped += [f"{attack.name} has no {b} implementation; ran it on {', '.join(able)} only"
+                        for b in self.backends if b not in able]  # fmt: skip
+            jobs += [(attack, b) for b in able]
+        return jobs, skipped
 
 
 def load_eval_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> EvalConfig:

@@ -11,10 +11,12 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from robustcam.errors import RobustcamError
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(RobustcamError, ValueError):
     """A name that is not in a registry; the message lists the valid names."""
 
 

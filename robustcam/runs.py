@@ -20,10 +20,7 @@ from robustcam.data import ImageDataset, list_datasets, load_dataset
 from robustcam.evaluate import EvalProgress, EvalResult, evaluate, write_eval
 from robustcam.io import atomic_write_text
 from robustcam.runtime import resolve_device
-from robustcam.train import MODEL_FILE
-
-EVAL_DIR = "eval"
-EVAL_COMPLETE = "complete.json"
+from robustcam.layout import ADV_DIR, EVAL_COMPLETE, EVAL_DIR, MODEL_FILE
 
 
 def eval_digest(config: EvalConfig) -> str:
@@ -71,12 +68,7 @@ def evaluate_run(
     device = resolve_device(config.device)
     model, meta = load_checkpoint(run / MODEL_FILE, map_location=device)
     dataset, data = checkpoint_dataset(run / MODEL_FILE, meta, config.split)
-    result = evaluate(
-        model, dataset, config.build_attacks(), eps=config.eps, eps_l2=config.eps_l2, backends=config.backends,
-        n=config.n, batch_size=config.batch_size, cascade=config.cascade, seed=config.seed, sanity=config.sanity,
-        cam_stats=config.cam_stats, cam_topk=config.cam_topk, adv_dir=out / "adv" if config.save_adv else None,
-        progress=progress,
-    )  # fmt: skip
+    result = evaluate(model, dataset, config, adv_dir=out / ADV_DIR if config.save_adv else None, progress=progress)
     write_eval(result, out, config=eval_record(config, run / MODEL_FILE, meta, data))
     atomic_write_text(out / EVAL_COMPLETE, json.dumps({"eval_digest": eval_digest(config)}))
     return out, result

@@ -438,9 +438,9 @@ def test_cw_runs_once_and_is_scored_at_every_l2_eps(
 
 @pytest.mark.parametrize(
     ("attack", "eps", "eps_l2", "message"),
-    [("cw", ["8/255"], None, "cw is a minimal-perturbation L2 attack: give its budgets with --eps-l2"),
-     ("pgd_l2", ["8/255"], None, "pgd_l2 is a bounded L2 attack: give its budgets with --eps-l2"),
-     ("fgsm", None, ["0.5"], "fgsm is a bounded Linf attack: give its budgets with --eps$")],
+    [("cw", ["8/255"], None, "cw is a minimal-perturbation L2 attack: give its budgets with --eps-l2 "),
+     ("pgd_l2", ["8/255"], None, "pgd_l2 is a bounded L2 attack: give its budgets with --eps-l2 "),
+     ("fgsm", None, ["0.5"], r"fgsm is a bounded Linf attack: give its budgets with --eps \(eps in a config file\)")],
 )  # fmt: skip
 def test_an_attack_without_budgets_of_its_norm_names_the_flag(
     tiny_model: CAMClassifier, digits_test: ImageDataset, attack: str, eps: Any, eps_l2: Any, message: str

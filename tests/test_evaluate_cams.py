@@ -19,7 +19,8 @@ from robustcam.cam import (
     negative_cam_stats,
 )
 from robustcam.data import ImageDataset, TensorImageDataset, load_dataset
-from robustcam.evaluate import MAXBOXACC_FILE, EvalResult, evaluate, select_samples, write_eval
+from robustcam.evaluate import EvalResult, evaluate, select_samples, write_eval
+from robustcam.layout import MAXBOXACC_FILE
 from robustcam.models import CAMClassifier
 from robustcam.report import load_evaluation, model_table
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -17,8 +19,9 @@ import pytest
 import torch
 import yaml
 
+import robustcam.sweep
 from robustcam.errors import ConfigError
-from robustcam.sweep import cell_dir, cell_status, load_sweep, run_sweep
+from robustcam.sweep import Cell, cell_dir, cell_status, list_executors, load_sweep, run_sweep
 
 SWEEP: dict[str, Any] = {
     "name": "tiny",
@@ -134,10 +137,68 @@ def test_worker_processes_give_the_same_rows_as_one_process(tmp_path: Path) -> N
     pd.testing.assert_frame_equal(parallel, serial)
 
 
-ray = pytest.importorskip("ray", reason="the Ray executor tests need the ray extra")
+def _gated_runner(root: Path, cell: Cell) -> dict[str, Any]:
+    """Cell 0 finishes at once; cell 1 only once the caller has been told that cell 0 is done
+    (the release file), or after a minute if it never is (an executor that yields too late)."""
+    deadline = time.monotonic() + 60
+    while cell.index == 1 and not (root / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"released": (root / "release").exists()}
 
 
+def test_worker_processes_yield_each_cell_as_it_finishes(tmp_path: Path) -> None:
+    _, cells, out = load_sweep(_write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}}))
+    out.mkdir(parents=True)
+    seen: list[tuple[int, dict[str, Any]]] = []
+
+    def on_cell_done(cell: Cell, row: dict[str, Any]) -> None:
+        seen.append((cell.index, row))
+        (out / "release").touch()
+
+    run_sweep(out, cells, executor="processes", workers=2, on_cell_done=on_cell_done, runner=_gated_runner)
+    # cell 1 could only finish after cell 0 was reported: reported when the pool closed, it would time out
+    assert seen == [(0, {"released": False}), (1, {"released": True})]
+
+
+def test_an_unknown_executor_is_an_error_that_lists_the_registered_ones(tmp_path: Path) -> None:
+    assert list_executors() == ["local", "processes", "ray"]
+    sweep_file = _write(tmp_path)
+    _, cells, out = load_sweep(sweep_file)
+    with pytest.raises(ValueError, match=r"unknown executor 'proceses' \(did you mean 'processes'\?\); valid: local, processes, ray"):
+        run_sweep(out, cells, executor="proceses")
+    assert not out.exists()
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run([*_sweep_command(sweep_file), "--executor", "threads"], check=False,
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "unknown executor 'threads'; valid: local, processes, ray" in result.stderr
+    help_text = subprocess.run([*_sweep_command(sweep_file), "--help"], check=True, capture_output=True, text=True,
+                               env=env).stdout  # fmt: skip
+    assert "local, processes, ray" in help_text
+
+
+def test_importing_the_sweep_package_or_the_command_does_not_import_ray() -> None:
+    code = "import sys, robustcam.sweep, robustcam.cli; assert 'ray' not in sys.modules, 'ray was imported'"
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_grid_the_config_and_the_store_do_not_import_the_executors() -> None:
+    package = Path(robustcam.sweep.__file__).parent
+    for module in ("grid.py", "config.py", "store.py"):
+        tree = ast.parse((package / module).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not {name for name in imported if name and "executor" in name}, module
+
+
+requires_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the Ray executor tests need the ray extra")
+
+
+@requires_ray
 def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
+    import ray
+
     sweep_file = _write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}})
     _, cells, out = load_sweep(sweep_file)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -159,6 +220,7 @@ def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(table, local)
 
 
+@requires_ray
 def test_ray_executor_on_a_head_node_started_with_ray_start(tmp_path: Path) -> None:
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     port = "6391"
@@ -169,12 +231,12 @@ def test_ray_executor_on_a_head_node_started_with_ray_start(tmp_path: Path) -> N
     try:
         sweep_file = _write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce"]}})
         result = subprocess.run([*_sweep_command(sweep_file), "--executor", "ray", "--address", f"127.0.0.1:{port}"],
-                                env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                                check=False, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         marker = json.loads(next((tmp_path / "out" / "cells").glob("*/cell.json")).read_text())
         assert marker["values"] == {"loss.name": "ce"}
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([ray_bin, "stop", "--force"], check=False, env=env, capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize(("name", "count"), [("noisy_digits.yaml", 16), ("noisy_cifar10.yaml", 72)])

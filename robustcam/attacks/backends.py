@@ -1,9 +1,11 @@
 """Backends: run one attack once, at one eps, on one batch, with a given seed.
 
 ``torchattacks`` is the default; ``foolbox`` is the second opinion used for
-cross-checks. Each backend returns adversarial images and nothing else: the
-caller re-predicts them with the model and checks bounds and budget itself,
-so no library's own success flag is trusted.
+cross-checks. A backend knows how to call its library's attack objects; which
+object an attack is, the attack's own ``builders`` table says. Each backend
+returns adversarial images and nothing else: the caller re-predicts them with
+the model and checks bounds and budget itself, so no library's own success
+flag is trusted.
 
 Randomness (random starts) is drawn from torch's global generator by both
 libraries; each run forks the generator state and seeds it, so a run is
@@ -18,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from robustcam.attacks.base import Attack, AttackNotSupportedError
+from robustcam.attacks.base import Attack, AttackNotSupportedError, BuildContext, MinimalAttack
 from robustcam.models import CAMClassifier
 from robustcam.registry import Registry
 
@@ -31,9 +33,8 @@ class Backend:
     name: str = "backend"
 
     def supports(self, attack: Attack) -> bool:
-        """Whether the attack says how this backend's library builds it."""
-        builder = getattr(type(attack), self.name, None)
-        return builder is not None and builder is not getattr(Attack, self.name, None)
+        """Whether the attack's builders table says how this backend's library builds it."""
+        return attack.supports(self.name)
 
     def run(
         self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
@@ -47,33 +48,37 @@ class Backend:
     def _run(
         self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
     ) -> Tensor:
+        runner = attack.build(self.name, BuildContext(model, eps, model.num_classes, seed))
+        return self._call(runner, attack, model, images, labels, eps)
+
+    def _call(
+        self, runner: object, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None
+    ) -> Tensor:
         raise AttackNotSupportedError(f"backend {self.name!r} runs no attacks")
 
 
 class TorchattacksBackend(Backend):
     name = "torchattacks"
 
-    def _run(
-        self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
+    def _call(
+        self, runner: object, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None
     ) -> Tensor:
-        runner = attack.torchattacks(model, eps, num_classes=model.num_classes, seed=seed)
-        adversarial: Tensor = runner(images, labels)
+        adversarial: Tensor = runner(images, labels)  # type: ignore[operator]
         return adversarial
 
 
 class FoolboxBackend(Backend):
     name = "foolbox"
 
-    def _run(
-        self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
+    def _call(
+        self, runner: object, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None
     ) -> Tensor:
         import foolbox
 
         fmodel = foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=images.device)
-        runner = attack.foolbox(eps)
-        raw, clipped, success = runner(fmodel, images, labels, epsilons=eps)
+        raw, clipped, success = runner(fmodel, images, labels, epsilons=eps)  # type: ignore[operator]
         adversarial: Tensor = clipped if eps is not None else raw
-        if attack.minimal:
+        if isinstance(attack, MinimalAttack):
             # foolbox returns zeros where a minimisation attack found nothing; torchattacks returns
             # the input. Use the input, so that a failed search means "no perturbation" in both.
             adversarial = torch.where(success[:, None, None, None], adversarial, images)
@@ -91,9 +96,9 @@ def get_backend(name: str) -> Backend:
 
 
 def check_supported(attack: Attack, backend: str) -> None:
-    """Raise ``ValueError`` naming the backends that can run ``attack`` if ``backend`` cannot."""
+    """Raise ``AttackNotSupportedError`` naming the backends that can run ``attack`` if ``backend`` cannot."""
     if not get_backend(backend).supports(attack):
-        able = [name for name in BACKENDS.names() if get_backend(name).supports(attack)]
+        able = [name for name in BACKENDS.names() if attack.supports(name)]
         raise AttackNotSupportedError(
             f"attack {attack.name!r} cannot run on backend {backend!r}; backends for it: {', '.join(able)}"
         )

@@ -1,4 +1,4 @@
-"""The registered attacks and how torchattacks and foolbox build each of them.
+"""The registered attacks and, beside each, how torchattacks and foolbox build it.
 
 Same semantics in both libraries: the same eps, number of steps, step size and
 random start. PGD's step size is ``step_factor * eps / steps`` (2.5 eps / steps
@@ -7,11 +7,11 @@ by default, Madry et al.'s choice that lets a walk cross the ball).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from torch import nn
-
-from robustcam.attacks.base import Attack, Norm, register_attack
+from robustcam.attacks.base import BoundedAttack, BuildContext, Builder, MinimalAttack, Norm, register_attack
 
 
 def _torchattacks() -> Any:
@@ -26,57 +26,79 @@ def _foolbox() -> Any:
     return foolbox
 
 
-def _require_eps(name: str, eps: float | None) -> float:
-    if eps is None:
-        raise ValueError(f"attack {name!r} is bounded: it needs an eps")
-    return eps
+def _eps(attack: BoundedAttack, context: BuildContext) -> float:
+    if context.eps is None:
+        raise ValueError(f"attack {attack.name!r} is bounded: it needs an eps")
+    return context.eps
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):  # NaN and inf would silently disable an attack
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+def _at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+# --------------------------------------------------------------------------- FGSM
+
+
+def _fgsm_torchattacks(attack: FGSM, context: BuildContext) -> Any:
+    return _torchattacks().FGSM(context.model, eps=_eps(attack, context))
+
+
+def _fgsm_foolbox(attack: FGSM, context: BuildContext) -> Any:
+    return _foolbox().attacks.LinfFastGradientAttack(random_start=False)
 
 
 @register_attack
-class FGSM(Attack):
+class FGSM(BoundedAttack):
     """Fast gradient sign method (Goodfellow et al., 2015): one signed-gradient step of size eps."""
 
     name = "fgsm"
     norm = "Linf"
+    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _fgsm_torchattacks, "foolbox": _fgsm_foolbox}
 
-    def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return _torchattacks().FGSM(model, eps=_require_eps(self.name, eps))
 
-    def foolbox(self, eps: float | None) -> Any:
-        return _foolbox().attacks.LinfFastGradientAttack(random_start=False)
+# --------------------------------------------------------------------------- PGD (Linf and L2)
+
+
+def _pgd_torchattacks(attack: PGD, context: BuildContext) -> Any:
+    eps = _eps(attack, context)
+    constructor = _torchattacks().PGD if attack.norm == "Linf" else _torchattacks().PGDL2
+    return constructor(context.model, eps=eps, alpha=attack.step_size(eps), steps=attack.steps,
+                       random_start=attack.random_start)  # fmt: skip
+
+
+def _pgd_foolbox(attack: PGD, context: BuildContext) -> Any:
+    eps = _eps(attack, context)
+    attacks = _foolbox().attacks
+    constructor = attacks.LinfProjectedGradientDescentAttack if attack.norm == "Linf" else (
+        attacks.L2ProjectedGradientDescentAttack
+    )  # fmt: skip
+    return constructor(abs_stepsize=attack.step_size(eps), steps=attack.steps, random_start=attack.random_start)
 
 
 @register_attack
-class PGD(Attack):
+class PGD(BoundedAttack):
     """Projected gradient descent in the Linf ball (Madry et al., 2018), random start."""
 
     name = "pgd"
     norm: ClassVar[Norm] = "Linf"
     randomized = True
+    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _pgd_torchattacks, "foolbox": _pgd_foolbox}
 
     def __init__(self, *, steps: int = 10, step_factor: float = 2.5, random_start: bool = True) -> None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if step_factor <= 0:
-            raise ValueError(f"step_factor must be > 0, got {step_factor}")
+        _at_least_one("steps", steps)
+        _positive("step_factor", step_factor)
         self.steps = steps
         self.step_factor = step_factor
         self.random_start = random_start
 
     def step_size(self, eps: float) -> float:
         return self.step_factor * eps / self.steps
-
-    def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        eps = _require_eps(self.name, eps)
-        return _torchattacks().PGD(
-            model, eps=eps, alpha=self.step_size(eps), steps=self.steps, random_start=self.random_start
-        )
-
-    def foolbox(self, eps: float | None) -> Any:
-        eps = _require_eps(self.name, eps)
-        return _foolbox().attacks.LinfProjectedGradientDescentAttack(
-            abs_stepsize=self.step_size(eps), steps=self.steps, random_start=self.random_start
-        )
 
 
 @register_attack
@@ -86,21 +108,23 @@ class PGDL2(PGD):
     name = "pgd_l2"
     norm = "L2"
 
-    def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        eps = _require_eps(self.name, eps)
-        return _torchattacks().PGDL2(
-            model, eps=eps, alpha=self.step_size(eps), steps=self.steps, random_start=self.random_start
-        )
 
-    def foolbox(self, eps: float | None) -> Any:
-        eps = _require_eps(self.name, eps)
-        return _foolbox().attacks.L2ProjectedGradientDescentAttack(
-            abs_stepsize=self.step_size(eps), steps=self.steps, random_start=self.random_start
-        )
+# --------------------------------------------------------------------------- C&W
+
+
+def _cw_torchattacks(attack: CW, context: BuildContext) -> Any:
+    return _torchattacks().CW(context.model, c=attack.c, kappa=attack.kappa, steps=attack.steps, lr=attack.lr)
+
+
+def _cw_foolbox(attack: CW, context: BuildContext) -> Any:
+    return _foolbox().attacks.L2CarliniWagnerAttack(
+        binary_search_steps=1, steps=attack.steps, stepsize=attack.lr, confidence=attack.kappa,
+        initial_const=attack.c, abort_early=True,
+    )  # fmt: skip
 
 
 @register_attack
-class CW(Attack):
+class CW(MinimalAttack):
     """Carlini & Wagner L2 (2017) with a fixed constant ``c``: a minimal-perturbation attack.
 
     Minimises ``||delta||_2^2 + c * max(Z_y - max_{j != y} Z_j, -kappa)`` with Adam
@@ -111,77 +135,66 @@ class CW(Attack):
 
     name = "cw"
     norm = "L2"
-    minimal = True
+    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _cw_torchattacks, "foolbox": _cw_foolbox}
 
     def __init__(self, *, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> None:
-        if c <= 0:
-            raise ValueError(f"c must be > 0, got {c}")
-        if kappa < 0:
-            raise ValueError(f"kappa must be >= 0, got {kappa}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        _positive("c", c)
+        if not (math.isfinite(kappa) and kappa >= 0):
+            raise ValueError(f"kappa must be a finite number >= 0, got {kappa}")
+        _at_least_one("steps", steps)
+        _positive("lr", lr)
         self.c = c
         self.kappa = kappa
         self.steps = steps
         self.lr = lr
 
-    def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return _torchattacks().CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
 
-    def foolbox(self, eps: float | None) -> Any:
-        return _foolbox().attacks.L2CarliniWagnerAttack(
-            binary_search_steps=1,
-            steps=self.steps,
-            stepsize=self.lr,
-            confidence=self.kappa,
-            initial_const=self.c,
-            abort_early=True,
-        )
+# --------------------------------------------------------------------------- APGD, AutoAttack
+
+
+def _apgd_torchattacks(attack: APGD, context: BuildContext) -> Any:
+    return _torchattacks().APGD(
+        context.model, norm="Linf", eps=_eps(attack, context), steps=attack.steps, n_restarts=attack.restarts,
+        loss=attack.loss, seed=context.seed,
+    )  # fmt: skip
 
 
 @register_attack
-class APGD(Attack):
+class APGD(BoundedAttack):
     """Auto-PGD with the cross-entropy loss (Croce & Hein, 2020), Linf."""
 
     name = "apgd"
     norm = "Linf"
     randomized = True
+    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _apgd_torchattacks}
 
     def __init__(self, *, steps: int = 10, restarts: int = 1, loss: str = "ce") -> None:
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        _at_least_one("steps", steps)
+        _at_least_one("restarts", restarts)
         if loss not in ("ce", "dlr"):
             raise ValueError(f"loss must be one of ce, dlr, got {loss!r}")
         self.steps = steps
         self.restarts = restarts
         self.loss = loss
 
-    def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return _torchattacks().APGD(
-            model, norm="Linf", eps=_require_eps(self.name, eps), steps=self.steps,
-            n_restarts=self.restarts, loss=self.loss, seed=seed,
-        )
+
+def _autoattack_torchattacks(attack: AutoAttack, context: BuildContext) -> Any:
+    return _torchattacks().AutoAttack(
+        context.model, norm="Linf", eps=_eps(attack, context), version=attack.version,
+        n_classes=context.num_classes, seed=context.seed,
+    )  # fmt: skip
 
 
 @register_attack
-class AutoAttack(Attack):
+class AutoAttack(BoundedAttack):
     """AutoAttack (Croce & Hein, 2020), Linf: the parameter-free ensemble, seeded."""
 
     name = "autoattack"
     norm = "Linf"
     randomized = True
+    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _autoattack_torchattacks}
 
     def __init__(self, *, version: str = "standard") -> None:
         if version not in ("standard", "plus", "rand"):
             raise ValueError(f"version must be one of standard, plus, rand, got {version!r}")
         self.version = version
-
-    def torchattacks(self, model: nn.Module, eps: float | None, *, num_classes: int, seed: int) -> Any:
-        return _torchattacks().AutoAttack(
-            model, norm="Linf", eps=_require_eps(self.name, eps), version=self.version,
-            n_classes=num_classes, seed=seed,
-        )

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from robustcam.cam import STAT_NAMES
-from robustcam.evaluate import MAXBOXACC_FILE
+from robustcam.layout import MAXBOXACC_FILE
 
 PER_SAMPLE_FILE = "per_sample.csv"
 SUMMARY_FILE = "summary.csv"

@@ -25,7 +25,8 @@ import pandas as pd
 
 from robustcam.attacks import ATTACKS, format_eps, parse_eps
 from robustcam.cam import STAT_NAMES, TOP1_HIT_IOU, TOP1_PROTOCOLS, LocalizationProtocol, max_box_accuracy
-from robustcam.evaluate import MAXBOXACC_FILE, MAXBOXACC_PREFIX, summarize
+from robustcam.evaluate import summarize
+from robustcam.layout import MAXBOXACC_FILE, MAXBOXACC_PREFIX
 from robustcam.report.load import Evaluation
 
 WORST = "worst"

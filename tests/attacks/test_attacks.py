@@ -11,6 +11,9 @@ from robustcam.attacks import (
     ATTACKS,
     NORMS,
     AttackNotSupportedError,
+    BoundedAttack,
+    BuildContext,
+    MinimalAttack,
     build_attack,
     check_supported,
     format_eps,
@@ -89,8 +92,9 @@ def test_bad_hyperparameters_name_the_argument(name: str, params: dict[str, obje
 
 def test_bounded_attacks_need_an_eps(tiny_model: CAMClassifier) -> None:
     with pytest.raises(ValueError, match="'pgd' is bounded: it needs an eps"):
-        build_attack("pgd").torchattacks(tiny_model, None, num_classes=10, seed=0)
-    assert build_attack("cw").minimal and not build_attack("pgd").minimal
+        build_attack("pgd").build("torchattacks", BuildContext(tiny_model, None, 10, 0))
+    assert isinstance(build_attack("cw"), MinimalAttack) and isinstance(build_attack("pgd"), BoundedAttack)
+    assert build_attack("cw").kind == "minimal" and build_attack("pgd").kind == "bounded"
 
 
 # --------------------------------------------------------------------------- eps
@@ -185,11 +189,11 @@ def test_pgd_step_size_is_step_factor_times_eps_over_steps(
     assert isinstance(attack, PGD)
     expected = step_factor * eps / steps
     assert attack.step_size(eps) == pytest.approx(expected, rel=1e-12)
-    runner = attack.torchattacks(tiny_model, eps, num_classes=10, seed=0)
+    runner = attack.build("torchattacks", BuildContext(tiny_model, eps, 10, 0))
     assert isinstance(runner, torchattacks.PGD)
     assert (runner.eps, runner.steps, runner.random_start) == (eps, steps, True)
     assert runner.alpha == pytest.approx(expected, rel=1e-12)
-    fb_runner = attack.foolbox(eps)
+    fb_runner = attack.build("foolbox", BuildContext(tiny_model, eps, 10, 0))
     assert fb_runner.abs_stepsize == pytest.approx(expected, rel=1e-12) and fb_runner.steps == steps
 
 

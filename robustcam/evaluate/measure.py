@@ -1,0 +1,188 @@
+"""Everything recorded about one example, from the forward pass ``forward_cams`` already does.
+
+For each example: the model's prediction and logit margin, the perturbation's Linf and L2
+norms, whether it lies in [0, 1], and (with CAM statistics) the negative-CAM statistics
+(``robustcam.cam``), the peak gain of the predicted class over the clean input, the shift of
+the true class's CAM peak, and, where the dataset has boxes, CAM localisation under every
+protocol (``robustcam.cam.LOCALIZATION_PROTOCOLS``):
+
+- ``adv_loc_iou_cvpr2016``, ``adv_loc_iou_minmax``: the IoU of the predicted class's box;
+  cvpr2016 on the map without the head bias, taken from ``model.head.bias``.
+- ``adv_loc_example``: for maxboxacc_v2, the example's row in ``maxboxacc_table()``, which
+  holds the ground-truth class's best box IoU at every CAM threshold. The id, not the 100
+  values, travels with the records: a row that reports an example measured earlier (a clean
+  error, a cascade row inherited from a smaller eps) points at the same table row, so each
+  measured example is stored once, and MaxBoxAccV2 of any setting is recomputable from
+  ``per_sample.csv`` and the table.
+
+The CAM part costs one einsum on the last feature maps, not another network pass; the
+localisation uses the same maps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustcam.cam import (
+    CAM_CURVE_INTERVAL,
+    LOCALIZATION_PROTOCOLS,
+    MAXBOXACC_IOU_THRESHOLDS,
+    TOP1_PROTOCOLS,
+    cam_thresholds,
+    localization_iou,
+    maxboxacc_ious,
+    negative_cam_stats,
+    peak_location,
+    resolve_topk,
+)
+from robustcam.layout import MAXBOXACC_FILE, MAXBOXACC_PREFIX
+from robustcam.models import CAMClassifier
+
+# measured quantities that are zero for a clean input (no perturbation)
+PERTURBATION_COLUMNS = ("linf", "l2", "adv_peak_gain", "true_peak_shift")
+
+
+def logit_margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """``Z_y - max_{c != y} Z_c`` per sample; negative means misclassified.
+
+    >>> logit_margin(torch.tensor([[2.0, 0.5, 1.0]]), torch.tensor([0]))
+    tensor([1.])
+    """
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return true - others.max(dim=1).values
+
+
+class Measurer:
+    """Measures clean inputs and adversarial examples (see the module docstring).
+
+    ``total`` is the number of evaluated samples; ``boxes`` their ground-truth boxes (or None).
+    The clean CAM peaks it remembers are what the adversarial peak gain and peak shift compare to.
+    """
+
+    def __init__(self, model: CAMClassifier, total: int, *, cam_stats: bool, cam_topk: int | None,
+                 boxes: Tensor | None) -> None:  # fmt: skip
+        self.model = model
+        self.cam_stats = cam_stats
+        self.topk = resolve_topk(cam_topk, model.num_classes) if cam_stats else 0
+        self.boxes = boxes
+        self.clean_peaks = torch.zeros(total, model.num_classes) if cam_stats else torch.zeros(0)
+        self.clean_true_peak = torch.zeros(total, 2, dtype=torch.long)
+        self.image_size = (0, 0)
+        self.head_bias = model.head.bias.detach() if model.head.bias is not None else None
+        self.thresholds = cam_thresholds(CAM_CURVE_INTERVAL)
+        self.box_ious: list[Tensor] = []  # maxboxacc_v2: one (n, T) block per measured batch
+        self.measured_examples = 0
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Logits (float32) and, with CAM statistics, raw CAMs of ``images``."""
+        if not self.cam_stats:
+            return self.model(images).float(), None
+        output = self.model.forward_cams(images)
+        return output.logits.float(), output.cams.float()
+
+    def forward_no_grad(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        with torch.no_grad():
+            return self.forward(images)
+
+    def _cam_values(self, cams: Tensor, labels: Tensor, pred: Tensor, rows: Tensor | slice) -> dict[str, Tensor]:
+        stats = negative_cam_stats(cams, labels, k=self.topk)
+        values = {f"adv_{name}": value.cpu() for name, value in stats.items()}
+        if self.boxes is not None:
+            values.update(self._localization(cams, labels, pred, self.boxes[rows]))
+        return values
+
+    def _localization(self, cams: Tensor, labels: Tensor, pred: Tensor, boxes: Tensor) -> dict[str, Tensor]:
+        values = {
+            f"adv_loc_iou_{protocol}": localization_iou(
+                cams, pred, boxes, self.image_size, head_bias=self.head_bias, protocol=protocol
+            )
+            for protocol in TOP1_PROTOCOLS
+        }
+        self.box_ious.append(maxboxacc_ious(cams, labels, boxes, self.image_size, thresholds=self.thresholds))
+        first = self.measured_examples
+        self.measured_examples += len(labels)
+        values["adv_loc_example"] = torch.arange(first, self.measured_examples)
+        return values
+
+    def maxboxacc_table(self) -> pd.DataFrame:
+        """``MAXBOXACC_FILE``: one row per measured example (``example``, the id in the
+        ``clean_loc_example``/``adv_loc_example`` columns), then ``iou_at_<tau>``: the best
+        box IoU of the ground-truth class's CAM at each threshold. Empty without boxes."""
+        if not self.box_ious:
+            return pd.DataFrame()
+        columns = [f"{MAXBOXACC_PREFIX}{tau:g}" for tau in self.thresholds]
+        table = pd.DataFrame(torch.cat(self.box_ious).numpy(), columns=columns)
+        table.insert(0, "example", np.arange(len(table)))
+        return table
+
+    def localization_meta(self) -> dict[str, Any]:
+        """What ``summary.json`` says about the localisation protocols (empty without boxes)."""
+        if self.boxes is None:
+            return {}
+        return {
+            "protocols": list(LOCALIZATION_PROTOCOLS),
+            "head_bias_removed": self.head_bias is not None,
+            "maxboxacc_v2": {"cam_curve_interval": CAM_CURVE_INTERVAL, "iou_thresholds": list(MAXBOXACC_IOU_THRESHOLDS),
+                             "file": MAXBOXACC_FILE},
+        }  # fmt: skip
+
+    def measure_clean(
+        self, images: Tensor, labels: Tensor, rows: slice, *, probe_gradient: bool = False
+    ) -> tuple[dict[str, Tensor], int]:
+        """The clean input as an example (zero perturbation); remembers its CAM peaks.
+
+        With ``probe_gradient`` the same forward pass also gives the input gradient of the
+        cross-entropy, and the second value counts samples whose gradient is all zero.
+        """
+        self.image_size = (int(images.shape[-2]), int(images.shape[-1]))
+        zero_gradients = 0
+        if probe_gradient:
+            probe = images.clone().requires_grad_(True)
+            logits, cams = self.forward(probe)
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), probe)
+            zero_gradients = int((grad.flatten(1).abs().amax(1) == 0).sum())
+            logits, cams = logits.detach(), None if cams is None else cams.detach()
+        else:
+            logits, cams = self.forward_no_grad(images)
+        pred = logits.argmax(1)
+        size = len(labels)
+        values = {"adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
+                  "linf": torch.zeros(size), "l2": torch.zeros(size)}  # fmt: skip
+        if cams is not None:
+            values.update(self._cam_values(cams, labels, pred, rows))
+            self.clean_peaks[rows] = cams.flatten(2).amax(2).cpu()
+            self.clean_true_peak[rows] = peak_location(cams[torch.arange(size), labels]).cpu()
+            values["adv_peak_gain"] = torch.zeros(size)
+            values["true_peak_shift"] = torch.zeros(size)
+        return values, zero_gradients
+
+    def measure(self, clean: Tensor, adversarial: Tensor, labels: Tensor, rows: Tensor) -> dict[str, Tensor]:
+        """Measurements of adversarial examples of the clean inputs at positions ``rows``."""
+        logits, cams = self.forward_no_grad(adversarial)
+        pred = logits.argmax(1)
+        delta = (adversarial - clean).flatten(1).float()
+        flat = adversarial.flatten(1)
+        values = {
+            "adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
+            "linf": delta.abs().amax(1).cpu(), "l2": delta.norm(dim=1).cpu(),
+            "in_range": ((flat.min(dim=1).values >= 0) & (flat.max(dim=1).values <= 1)).cpu(),
+        }  # fmt: skip
+        if cams is not None:
+            values.update(self._cam_values(cams, labels, pred, rows))
+            index = torch.arange(len(labels), device=cams.device)
+            peaks = cams.flatten(2).amax(2).cpu()
+            pred_cpu = pred.cpu()
+            values["adv_peak_gain"] = (peaks - self.clean_peaks[rows]).gather(1, pred_cpu[:, None]).squeeze(1)
+            moved = peak_location(cams[index, labels]).cpu() - self.clean_true_peak[rows]
+            values["true_peak_shift"] = moved.float().norm(dim=1)
+        return values
+
+
+__all__ = ["PERTURBATION_COLUMNS", "Measurer", "logit_margin"]
