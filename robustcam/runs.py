@@ -9,7 +9,6 @@ finished with the same config, so a re-run redoes only what is missing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,14 @@ from robustcam.config import EvalConfig, config_to_dict
 from robustcam.data import ImageDataset, list_datasets, load_dataset
 from robustcam.evaluate import EvalProgress, EvalResult, evaluate, write_eval
 from robustcam.io import atomic_write_text
+from robustcam.layout import ADV_DIR, EVAL_COMPLETE, EVAL_DIR, MODEL_FILE, config_digest
 from robustcam.runtime import resolve_device
-from robustcam.layout import ADV_DIR, EVAL_COMPLETE, EVAL_DIR, MODEL_FILE
 
 
 def eval_digest(config: EvalConfig) -> str:
-    payload = json.dumps(config_to_dict(config), sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """The id of what an evaluation computes (``robustcam.layout.config_digest``): where it runs
+    is not part of it."""
+    return config_digest(config)
 
 
 def finished_eval(run_dir: str | Path, config: EvalConfig) -> bool:

@@ -14,7 +14,6 @@ the CLI renders it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -34,6 +33,7 @@ from robustcam.data import ImageDataset, load_dataset
 from robustcam.data.batches import iterate_batches, num_batches
 from robustcam.errors import NonFiniteLossError, RobustcamError
 from robustcam.io import atomic_torch_save, atomic_write_text
+from robustcam.layout import config_digest as layout_digest
 from robustcam.losses import Loss, LossResult, build_loss
 from robustcam.models import CAMClassifier, ModelOutput, build_model
 from robustcam.runtime import (
@@ -82,13 +82,10 @@ class TrainResult:
 
 
 def config_digest(config: TrainConfig, train_labels: Tensor | None = None) -> str:
-    """A stable id of everything that determines the trained weights."""
-    # where it runs (device, loader workers) does not change what a run is, so it can resume elsewhere
-    payload = json.dumps(config_to_dict(config.model_copy(update={"device": "auto", "num_workers": 0})), sort_keys=True)
-    digest = hashlib.sha256(payload.encode())
-    if train_labels is not None:
-        digest.update(train_labels.to(torch.int64).cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """A stable id of everything that determines the trained weights: the config without where it
+    runs (so a run can resume elsewhere) and the training labels it was given."""
+    extra = train_labels.to(torch.int64).cpu().numpy().tobytes() if train_labels is not None else b""
+    return layout_digest(config, extra=extra)
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -8,18 +8,14 @@ moves to another machine or another GPU.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from robustcam.config import EvalConfig, TrainConfig, apply_overrides, config_to_dict, validate_config
+from robustcam.config import EvalConfig, TrainConfig, apply_overrides, validate_config
 from robustcam.errors import ConfigError
-
-# settings that say where a cell runs, not what it computes: they do not change its id
-_PLACEMENT_KEYS = ("device", "num_workers")
+from robustcam.layout import digest, placement_free
 
 Grid = dict[str, list[Any]]
 
@@ -50,10 +46,9 @@ class Cell:
 
 
 def cell_id(train_config: TrainConfig, eval_config: EvalConfig) -> str:
-    train_part = {k: v for k, v in config_to_dict(train_config).items() if k not in _PLACEMENT_KEYS}
-    eval_part = {k: v for k, v in config_to_dict(eval_config).items() if k != "device"}
-    payload = json.dumps({"train": train_part, "eval": eval_part}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """The cell's stable id: ``robustcam.layout.digest`` of both resolved configs without their
+    placement (device, loader workers), the same rule runs and evaluations use."""
+    return digest({"train": placement_free(train_config), "eval": placement_free(eval_config)})
 
 
 def expand_grid(
