@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
 import pickle
@@ -25,10 +26,14 @@ from robustcam.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from robustcam.checkpoint.adapt import fit_model, resolve_normalization
 from robustcam.errors import CheckpointError
-from robustcam.models import CAMClassifier, build_model, list_models
+from robustcam.models import CAMClassifier, Normalization, build_model, get_spec, list_models
 
 SMALL_KWARGS = {"width": 4}
+# Input sizes come from the registry: smallcnn's design size, the smallest resnet18 with 2x2 CAMs.
+SMALL_SIZE = get_spec("smallcnn").input_size[1:]
+RESNET_SIZE = get_spec("resnet18").min_input_size[1:]
 
 
 def _touch(path: str) -> None:
@@ -53,7 +58,7 @@ def _small_model(seed: int = 0) -> CAMClassifier:
     model = build_model("smallcnn", 10, 1, mean=[0.1307], std=[0.3081], **SMALL_KWARGS)
     # One training-mode pass so that BatchNorm's running statistics differ from their defaults.
     with torch.no_grad():
-        model.train()(torch.rand(8, 1, 32, 32))
+        model.train()(torch.rand(8, 1, *SMALL_SIZE))
     return model.eval()
 
 
@@ -64,7 +69,7 @@ def small_model() -> CAMClassifier:
 
 @pytest.fixture(scope="module")
 def images() -> Tensor:
-    return torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    return torch.rand(4, 1, *SMALL_SIZE, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,7 @@ def torchvision_resnet18() -> nn.Module:
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=10)
     with torch.no_grad():
-        net.train()(torch.rand(2, 3, 64, 64))
+        net.train()(torch.rand(2, 3, *RESNET_SIZE))
     return net.eval()
 
 
@@ -355,7 +360,7 @@ def test_torchvision_resnet18_state_dict_gives_the_same_logits(
     assert (model.num_classes, model.in_channels, model.head_source) == (10, 3, "fc")
     assert meta["mean"] == list(IMAGENET_MEAN) and meta["std"] == list(IMAGENET_STD)
     assert len(meta["warnings"]) == 1 and "ImageNet" in meta["warnings"][0]
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    x = torch.rand(2, 3, *RESNET_SIZE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(model(x), torchvision_resnet18(model.normalize(x)))
 
@@ -414,3 +419,20 @@ def test_torchvision_mobilenet_v3_large_state_dict_maps_its_classifier(tmp_path:
     assert torch.equal(loaded["head.weight"], state["classifier.3.weight"])
     assert torch.equal(loaded["features.features.0.0.weight"], state["features.0.0.weight"])
     assert meta["mean"] == list(IMAGENET_MEAN)
+
+
+def test_assumed_statistics_come_from_the_spec(tmp_path: Path, torchvision_resnet18: nn.Module) -> None:
+    source = tmp_path / "resnet18.pth"
+    fitted = fit_model(
+        source, "resnet18", torchvision_resnet18.state_dict(), num_classes=None, in_channels=None, kwargs={}
+    )
+    assert fitted.layout == "torchvision" and fitted.model.num_classes == 10
+    # One more normalisation in the spec is all it takes: the loader has none of its own.
+    other = Normalization("other", (0.25, 0.5, 0.75), (0.5,), "other statistics")
+    spec = dataclasses.replace(get_spec("resnet18"), normalization=other)
+    meta: dict[str, Any] = {}
+    warnings = resolve_normalization(source, spec, fitted, meta, mean=None, std=None)
+    assert meta["mean"] == [0.25, 0.5, 0.75] and meta["std"] == [0.5, 0.5, 0.5]
+    assert len(warnings) == 1
+    assert "assumed torchvision's other statistics mean=[0.25, 0.5, 0.75]" in warnings[0]
+    assert torch.equal(fitted.mapped["std"].flatten(), torch.full((3,), 0.5))

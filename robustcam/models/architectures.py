@@ -1,8 +1,10 @@
-"""The registered architectures: one decorated factory each.
+"""The registered architectures: one decorated factory each, with its ``ArchSpec``.
 
 Every factory takes ``num_classes`` and ``in_channels`` (1 or 3) and returns a
 ``CAMClassifier`` whose ``mean``/``std`` buffers are set by ``build_model``.
 Weights are always randomly initialised: robustcam never downloads weights.
+What is known about an architecture (input size, the network its weights come
+from and how that network names its parameters) is declared in its spec.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from robustcam.models.base import CAMClassifier
 from robustcam.models.registry import register_model
+from robustcam.models.spec import IMAGENET, ArchSpec
 from robustcam.models.torchvision_adapter import from_torchvision
 
 
@@ -30,7 +33,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
-@register_model("smallcnn")
+@register_model("smallcnn", spec=ArchSpec(input_size=(3, 32, 32), min_input_size=(3, 8, 8)))
 def smallcnn(num_classes: int, in_channels: int = 3, *, width: int = 16) -> CAMClassifier:
     """Five 3x3 conv layers, two max-pools: 8x8 CAMs for 32x32 inputs; for digits and tests."""
     features = nn.Sequential(
@@ -45,7 +48,19 @@ def smallcnn(num_classes: int, in_channels: int = 3, *, width: int = 16) -> CAMC
     return CAMClassifier(features, nn.Linear(4 * width, num_classes), in_channels=in_channels, arch="smallcnn")
 
 
-@register_model("resnet18_cifar")
+# Keyed like torchvision's resnet18 (only conv1 and the max-pool differ). Such weights come
+# from CIFAR-style training, but a bare state_dict is assumed to use ImageNet statistics like
+# every torchvision layout: the loader has always done so, and a preset can replace it.
+@register_model(
+    "resnet18_cifar",
+    spec=ArchSpec(
+        input_size=(3, 32, 32),
+        min_input_size=(3, 16, 16),
+        source="torchvision",
+        head="fc",
+        normalization=IMAGENET,
+    ),
+)
 def resnet18_cifar(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     """ResNet-18 for 32x32 inputs: 3x3 stride-1 stem and no max-pool (4x4 CAMs)."""
     net = _torchvision_models().resnet18(num_classes=num_classes)
@@ -54,21 +69,46 @@ def resnet18_cifar(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     return from_torchvision(net, arch="resnet18_cifar", in_channels=in_channels)
 
 
-def _register_torchvision(name: str) -> None:
+def _torchvision_spec(head: str, renames: tuple[tuple[str, str], ...] = ()) -> ArchSpec:
+    # torchvision's ImageNet classifiers take 224x224 inputs and have a total stride of 32.
+    return ArchSpec(
+        input_size=(3, 224, 224),
+        min_input_size=(3, 64, 64),
+        source="torchvision",
+        head=head,
+        renames=renames,
+        normalization=IMAGENET,
+    )
+
+
+def _register_torchvision(name: str, head: str) -> None:
     def factory(num_classes: int, in_channels: int = 3) -> CAMClassifier:
         constructor = getattr(_torchvision_models(), name)
         return from_torchvision(constructor(num_classes=num_classes), arch=name, in_channels=in_channels)
 
     factory.__name__ = name
     factory.__doc__ = f"torchvision ``{name}``, split at its global average pooling."
-    register_model(name)(factory)
+    register_model(name, spec=_torchvision_spec(head))(factory)
 
 
-for _name in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2", "densenet121"):
-    _register_torchvision(_name)
+for _name, _head in (
+    ("resnet18", "fc"),
+    ("resnet34", "fc"),
+    ("resnet50", "fc"),
+    ("wide_resnet50_2", "fc"),
+    ("densenet121", "classifier"),
+):
+    _register_torchvision(_name, _head)
 
 
-@register_model("mobilenet_v3_large")
+@register_model(
+    "mobilenet_v3_large",
+    spec=_torchvision_spec(
+        "classifier.3",
+        # torchvision's hidden Linear 960->1280 is the 1x1 convolution appended to the features.
+        renames=(("classifier.0.", "features.features.17.0."),),
+    ),
+)
 def mobilenet_v3_large(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     """torchvision ``mobilenet_v3_large`` made CAM-capable.
 
@@ -77,7 +117,8 @@ def mobilenet_v3_large(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     convolution + Hardswish applied at every position (the CAM paper's recipe
     of replacing fully connected layers by convolutions), leaving one linear
     head after pooling. Weights for this variant keep their torchvision names,
-    except ``classifier.0`` which becomes the 1x1 convolution ``features.17``.
+    except ``classifier.0`` which becomes the 1x1 convolution ``features.17`` (the
+    spec's rename) and ``classifier.3``, the head.
     """
     net = _torchvision_models().mobilenet_v3_large(num_classes=num_classes)
     hidden = net.classifier[0]

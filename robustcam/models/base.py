@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from robustcam.models.spec import NEUTRAL
+
 
 class ModelOutput(NamedTuple):
     """Everything one forward pass of a ``CAMClassifier`` gives."""
@@ -38,9 +40,9 @@ def class_activation_maps(features: Tensor, head: nn.Linear) -> Tensor:
     return cams
 
 
-def _channel_stats(values: Sequence[float] | None, in_channels: int, default: float) -> Tensor:
+def _channel_stats(values: Sequence[float] | None, in_channels: int, default: Sequence[float]) -> Tensor:
     if values is None:
-        values = [default] * in_channels
+        values = default
     stats = torch.as_tensor(list(values), dtype=torch.float32)
     if stats.numel() == 1:
         stats = stats.repeat(in_channels)
@@ -58,10 +60,13 @@ class CAMClassifier(nn.Module):
         features: maps normalised images (N, in_channels, H, W) to feature maps (N, K, h, w).
         head: the final ``nn.Linear(K, num_classes)``.
         in_channels: 1 (grey) or 3 (colour).
-        mean, std: per-channel normalisation applied to [0, 1] inputs.
+        mean, std: per-channel normalisation applied to [0, 1] inputs; ``NEUTRAL``
+            (0.5 for every channel) when not given.
         arch: registry name, recorded in checkpoints.
-        head_source: name of the head in the original network (``fc``, ``classifier``);
-            used to load state_dicts saved by the network the model was adapted from.
+        head_source: name of the head in the network that was split (``fc``,
+            ``classifier``). Loading foreign state_dicts reads the source network's names
+            from the architecture's ``ArchSpec`` instead: a rebuilt classifier
+            (mobilenet_v3_large's) has another name there.
     """
 
     mean: Tensor
@@ -88,13 +93,13 @@ class CAMClassifier(nn.Module):
         self.in_channels = in_channels
         self.arch = arch
         self.head_source = head_source
-        self.register_buffer("mean", _channel_stats(mean, in_channels, 0.5))
-        self.register_buffer("std", _channel_stats(std, in_channels, 0.5))
+        self.register_buffer("mean", _channel_stats(mean, in_channels, NEUTRAL.mean))
+        self.register_buffer("std", _channel_stats(std, in_channels, NEUTRAL.std))
 
     def set_normalization(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         """Set the per-channel statistics the model normalises its [0, 1] inputs with."""
-        self.mean.copy_(_channel_stats(mean, self.in_channels, 0.5))
-        self.std.copy_(_channel_stats(std, self.in_channels, 0.5))
+        self.mean.copy_(_channel_stats(mean, self.in_channels, NEUTRAL.mean))
+        self.std.copy_(_channel_stats(std, self.in_channels, NEUTRAL.std))
 
     @property
     def num_classes(self) -> int:

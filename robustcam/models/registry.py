@@ -1,21 +1,53 @@
-"""The architecture registry and ``build_model``."""
+"""The architecture registry and ``build_model``.
+
+An entry is the factory together with its ``ArchSpec`` (timm keeps a model's
+``default_cfg`` beside its factory in the same way), so an architecture cannot
+be registered without the facts the checkpoint loader and the tests read.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from robustcam.models.base import CAMClassifier
+from robustcam.models.spec import ArchSpec
 from robustcam.registry import Registry
 
 ModelFactory = Callable[..., CAMClassifier]
 
-MODELS: Registry[ModelFactory] = Registry("architecture")
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture: calling it builds the model, ``spec`` says what is known about it."""
+
+    name: str
+    factory: ModelFactory
+    spec: ArchSpec
+
+    def __call__(self, num_classes: int, in_channels: int = 3, **kwargs: Any) -> CAMClassifier:
+        return self.factory(num_classes, in_channels, **kwargs)
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Register an architecture factory ``(num_classes, in_channels, **kwargs) -> CAMClassifier``."""
-    return MODELS.register(name)
+MODELS: Registry[Architecture] = Registry("architecture")
+
+
+def register_model(name: str, *, spec: ArchSpec) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a factory ``(num_classes, in_channels, **kwargs) -> CAMClassifier`` with its spec."""
+    if not isinstance(spec, ArchSpec):
+        raise TypeError(f"spec of architecture {name!r} must be an ArchSpec, got {type(spec).__name__}")
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        MODELS.register(name)(Architecture(name, factory, spec))
+        return factory
+
+    return decorator
+
+
+def get_spec(arch: str) -> ArchSpec:
+    """The ``ArchSpec`` registered with ``arch``; an unknown name lists the valid ones."""
+    return MODELS.get(arch).spec
 
 
 def list_models() -> list[str]:

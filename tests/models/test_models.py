@@ -12,12 +12,17 @@ from robustcam.models import (
     NotCAMCapableError,
     build_model,
     class_activation_maps,
+    get_spec,
     list_models,
     split_at_global_pool,
 )
 
-# 32x32 suits the CIFAR-style networks; ImageNet-style ones need 64x64 for a 2x2 CAM.
-_INPUT_SIZE = {"smallcnn": 32, "resnet18_cifar": 32}
+
+def _height_width(arch: str, *, smallest: bool = False) -> tuple[int, int]:
+    """The input size the registry declares for ``arch``: its design size, or the smallest with 2x2 CAMs."""
+    spec = get_spec(arch)
+    _, height, width = spec.min_input_size if smallest else spec.input_size
+    return height, width
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -25,8 +30,7 @@ _INPUT_SIZE = {"smallcnn": 32, "resnet18_cifar": 32}
 def test_logits_are_the_mean_of_the_cams(arch: str, in_channels: int) -> None:
     torch.manual_seed(0)
     model = build_model(arch, 7, in_channels, mean=[0.4] * in_channels, std=[0.2] * in_channels).eval()
-    size = _INPUT_SIZE.get(arch, 64)
-    x = torch.rand(2, in_channels, size, size)
+    x = torch.rand(2, in_channels, *_height_width(arch, smallest=True))
     with torch.no_grad():
         output = model.forward_cams(x)
         logits = model(x)
@@ -39,7 +43,7 @@ def test_logits_are_the_mean_of_the_cams(arch: str, in_channels: int) -> None:
 
 
 def test_cams_include_the_head_bias(tiny_model: CAMClassifier) -> None:
-    x = torch.rand(1, 1, 32, 32)
+    x = torch.rand(1, 1, *_height_width(tiny_model.arch))
     with torch.no_grad():
         features = tiny_model.feature_maps(x)
         expected = torch.einsum("nkhw,ck->nchw", features, tiny_model.head.weight)
@@ -50,7 +54,7 @@ def test_cams_include_the_head_bias(tiny_model: CAMClassifier) -> None:
 def test_normalisation_lives_in_the_model() -> None:
     torch.manual_seed(0)
     model = build_model("smallcnn", 3, 3, mean=[0.1, 0.2, 0.3], std=[0.5, 0.25, 0.125], width=4).eval()
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.rand(2, 3, *_height_width("smallcnn"))
     mean = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
     std = torch.tensor([0.5, 0.25, 0.125]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -69,7 +73,7 @@ def test_torchvision_parameter_names_are_kept() -> None:
 def test_resnet18_cifar_has_a_3x3_stem_and_no_maxpool() -> None:
     model = build_model("resnet18_cifar", 10)
     with torch.no_grad():
-        features = model.feature_maps(torch.rand(1, 3, 32, 32))
+        features = model.feature_maps(torch.rand(1, 3, *_height_width("resnet18_cifar")))
     assert features.shape[-2:] == (4, 4)
     stem = model.features.get_submodule("conv1")
     assert isinstance(stem, nn.Conv2d) and stem.kernel_size == (3, 3) and stem.stride == (1, 1)
