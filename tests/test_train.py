@@ -85,6 +85,19 @@ def test_same_seed_same_weights_and_another_seed_differs(tmp_path: Path) -> None
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_hnc_with_weight_zero_trains_exactly_the_cross_entropy_model(tmp_path: Path) -> None:
+    # the dose-response sweep (configs/hnc_dose_digits.yaml) uses weight 0 as its control: it is
+    # only a control if it is the ce model of the same seed, bit for bit
+    ce = train(_config("loss.name=ce"), tmp_path / "ce").model.state_dict()
+    hnc_config = _config("loss.name=hnc", "loss.hnc.weight=0")
+    hnc = train(hnc_config, tmp_path / "hnc0").model.state_dict()
+    assert ce.keys() == hnc.keys()
+    different = [k for k in ce if not torch.equal(ce[k], hnc[k])]
+    assert not different, f"hnc weight 0 differs from ce in {different}"
+    log = pd.read_csv(tmp_path / "hnc0" / "train_log.csv")
+    assert (log["hnc"] > 0).all(), "the unweighted hnc term is still logged at weight 0"
+
+
 class _StopAt(TrainProgress):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch

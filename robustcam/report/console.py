@@ -1,8 +1,9 @@
 """A report on the terminal (rich), from the same ``Report`` data as the files.
 
-Three tables and the reading: the checkpoints (or configurations, seeds averaged), what the
-reading's CAM statistic adds to the logit margin within each checkpoint, and the model-level
-correlations (primary hypotheses first, then by q-value). Every table fits the terminal:
+Up to four tables and the reading: the checkpoints (or configurations, seeds averaged), what
+the reading's CAM statistic adds to the logit margin within each checkpoint, the dose-response
+trends when one numeric key varies, and the model-level correlations (primary hypotheses first,
+then by q-value). Every table fits the terminal:
 headers are short and explained in a legend under the table, notes become footnotes instead
 of wrapped cells, and when the terminal is too narrow the least important columns are left
 out (an 80-column terminal shows the essentials; a wider one shows more).
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from robustcam.report.correlation import ALPHA, tested
 from robustcam.report.document import Report, ReportFiles
-from robustcam.report.reading import reading_statistic
+from robustcam.report.reading import dose_panels, reading_statistic
 
 CORRELATIONS_SHOWN = 8
 
@@ -211,6 +212,24 @@ def _correlation_columns(report: Report) -> tuple[str, list[Column], list[str]] 
     return title, columns, footnotes
 
 
+def _dose_columns(report: Report) -> tuple[str, list[Column]] | None:
+    dose = report.dose
+    if dose is None:
+        return None
+    trend = dose.trend[dose.trend["quantity"].isin(dose_panels(dose, report.headline))]
+    title = f"dose-response along {dose.factor} ({len(dose.levels)} doses, seeds averaged)"
+    columns = [
+        Column("quantity", [str(v) for v in trend["quantity"]], right=False),
+        Column("stratum", [str(v) for v in trend["stratum"]], priority=3, right=False),
+        Column("rho", [_signed(v) for v in trend["spearman_rho"]], legend="Spearman of dose vs the per-dose mean"),
+        Column("p", [_p(v) for v in trend["p_value"]], legend="two-sided permutation p (exact up to 8 doses)"),
+        Column("q", [_p(v) for v in trend["q_value"]], priority=1, legend="Benjamini-Hochberg over the quantities"),
+    ]
+    if not any(trend["stratum"]):
+        columns = [c for c in columns if c.header != "stratum"]
+    return title, columns
+
+
 def render_report(report: Report | ReportFiles, console: Console) -> None:
     """Print a report: the model table, the within-checkpoint comparison, the correlations, the
     reading and the warnings (and the files, when given what ``write_report`` returned)."""
@@ -222,6 +241,10 @@ def render_report(report: Report | ReportFiles, console: Console) -> None:
     if incremental is not None:
         console.print()
         _print_table(console, *incremental)
+    dose = _dose_columns(data)
+    if dose is not None:
+        console.print()
+        _print_table(console, *dose)
     correlations = _correlation_columns(data)
     console.print()
     if correlations is not None:

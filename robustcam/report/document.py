@@ -31,6 +31,7 @@ from robustcam.report.correlation import (
     strongest_correlations,
     tested,
 )
+from robustcam.report.dose import DoseResponse, dose_response, plot_dose_response
 from robustcam.report.figures import (
     plot_cam_grid,
     plot_noise,
@@ -40,7 +41,7 @@ from robustcam.report.figures import (
 )
 from robustcam.report.incremental import REPEATS, incremental_value
 from robustcam.report.load import Evaluation
-from robustcam.report.reading import plain_reading, reading_statistic
+from robustcam.report.reading import dose_panels, dose_sentences, plain_reading, reading_statistic
 from robustcam.report.replicates import configuration_table, configuration_values, has_replicates
 from robustcam.report.samples import sample_auroc
 from robustcam.report.tables import (
@@ -61,6 +62,9 @@ CONFIGURATIONS_FILE = "configurations.csv"
 CORRELATIONS_FILE = "correlations.csv"
 SAMPLES_FILE = "samples_auroc.csv"
 INCREMENTAL_FILE = "samples_incremental.csv"
+DOSE_SUMMARY_FILE = "dose_response.csv"
+DOSE_TREND_FILE = "dose_trend.csv"
+DOSE_FIGURE = "dose_response.png"
 MARKDOWN_FILE = "report.md"
 ROBUST_ACCURACY_FIGURE = "robust_accuracy_vs_eps.png"
 NOISE_FIGURE = "test_accuracy_vs_noise.png"
@@ -91,7 +95,8 @@ class Report:
     ``incremental``: ``incremental_value``; ``reference``: the setting of the ``adv_*`` columns
     and of the within-checkpoint lead; ``headline``: the robustness column the reading uses;
     ``primary``: the declared primary hypotheses; ``scatter_pairs``: (statistic, robustness
-    column) pairs that get a scatter plot.
+    column) pairs that get a scatter plot; ``dose``: the dose-response analysis when the
+    checkpoints vary one numeric config key over 3 or more values (``robustcam.report.dose``).
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -107,6 +112,7 @@ class Report:
     scatter_pairs: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
     reading: str
+    dose: DoseResponse | None = None
 
     @property
     def replicates(self) -> bool:
@@ -184,16 +190,18 @@ def build_report(
         raise ValueError("no evaluations to report on")
     evaluations = tuple(evaluations)
     table = model_table(evaluations)
-    configurations = configuration_table(table, configuration_values(evaluations))
+    values = configuration_values(evaluations)
+    configurations = configuration_table(table, values)
     declared = parse_primary(primary, configurations) if primary is not None else default_primary(configurations)
     correlations = model_correlations(configurations, primary=declared, bootstrap=bootstrap, seed=seed)
     incremental = incremental_value(evaluations, repeats=cv_repeats, seed=seed)
     reference = reference_setting(evaluations)
     headline = headline_target(table)
     reference_label = None if reference is None else reference.label(with_backend=several_backends(evaluations))
+    dose = dose_response(table, values)
     reading = plain_reading(
         table, correlations, incremental=incremental, reference=reference_label, target=headline,
-        replicates=has_replicates(configurations),
+        replicates=has_replicates(configurations), dose_sentences=dose_sentences(dose, headline),
     )  # fmt: skip
     return Report(
         evaluations=evaluations,
@@ -209,6 +217,7 @@ def build_report(
         scatter_pairs=tuple(scatter_pairs(configurations, correlations)),
         warnings=tuple(check_evaluations(evaluations)),
         reading=reading,
+        dose=dose,
     )
 
 
@@ -388,6 +397,28 @@ def _correlation_section(report: Report, figures: dict[str, Path]) -> list[str]:
     return lines
 
 
+DOSE_HELP = (
+    "The checkpoints vary one numeric config key, `{factor}` ({levels}), with everything else fixed and seeds "
+    "as replicates: the design that can speak to what the key does, within this data and model. Points are "
+    "seed replicates, the line the mean over seeds with its 95% t-interval. The trend test is Spearman's rho "
+    "of the dose against the per-dose mean (one point per dose), with its permutation p (exact up to 8 doses) "
+    "and a Benjamini-Hochberg q over every quantity; it tests a monotone trend, not its size or shape "
+    f"([{DOSE_SUMMARY_FILE}]({DOSE_SUMMARY_FILE}), [{DOSE_TREND_FILE}]({DOSE_TREND_FILE}))."
+)
+
+
+def _dose_section(report: Report, figures: dict[str, Path]) -> list[str]:
+    dose = report.dose
+    if dose is None:
+        return []
+    levels = ", ".join(f"{level:g}" for level in dose.levels)
+    lines = ["## Dose-response", "", DOSE_HELP.format(factor=dose.factor, levels=levels), ""]
+    lines += [markdown_table(dose.trend), ""]
+    if DOSE_FIGURE in figures:
+        lines += [f"![Dose-response along {dose.factor}]({DOSE_FIGURE})", ""]
+    return lines
+
+
 def _configurations_section(report: Report) -> list[str]:
     if not report.replicates:
         return []
@@ -464,6 +495,7 @@ def _markdown(report: Report, figures: dict[str, Path]) -> str:
     lines += _cam_section(report)
     lines += _incremental_section(report)
     lines += _samples_section(report)
+    lines += _dose_section(report, figures)
     lines += _configurations_section(report)
     lines += _correlation_section(report, figures)
     lines += _grid_section(report, figures)
@@ -521,6 +553,9 @@ def write_report(
         "incremental": (INCREMENTAL_FILE, report.incremental),
     }  # fmt: skip
     tables = {key: atomic_write_text(out / name, frame.to_csv(index=False)) for key, (name, frame) in frames.items()}
+    if report.dose is not None:
+        atomic_write_text(out / DOSE_SUMMARY_FILE, report.dose.summary.to_csv(index=False))
+        atomic_write_text(out / DOSE_TREND_FILE, report.dose.trend.to_csv(index=False))
     figures, problems = _write_figures(report, out)
     if problems:
         report = dataclasses.replace(report, warnings=(*report.warnings, *problems))
@@ -538,6 +573,9 @@ def _write_figures(report: Report, out: Path) -> tuple[dict[str, Path], list[str
     if not noise.empty:
         figures[NOISE_FIGURE] = plot_noise(noise, out / NOISE_FIGURE)
         atomic_write_text(out / NOISE_FILE, noise.to_csv(index=False))
+    if report.dose is not None:
+        figures[DOSE_FIGURE] = plot_dose_response(report.dose, out / DOSE_FIGURE,
+                                                  quantities=dose_panels(report.dose, report.headline))  # fmt: skip
     for statistic, target in report.scatter_pairs:
         name = _scatter_file(statistic, target)
         row = _correlation_row(report.correlations, statistic, target)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from robustcam.report.correlation import ALPHA, EXACT_MAX_N, MIN_BOOTSTRAP_N, MIN_CHECKPOINTS, tested
+from robustcam.report.dose import DoseResponse
 from robustcam.report.tables import describe_column, statistic_columns
 
 # the negative-peak statistics the reading talks about, in order of preference
@@ -64,40 +65,71 @@ def _incremental_row(incremental: pd.DataFrame, name: str, statistic: str, targe
     return None if match.empty else dict(match.iloc[0])
 
 
-def within_sentences(incremental: pd.DataFrame, statistic: str | None, target: str | None) -> list[str]:
-    """Per checkpoint at ``target``: the statistic alone, the margin alone, and what adding the
-    statistic to the margin changes; then how many checkpoints show an increment with a CI above 0."""
-    if incremental.empty or statistic is None or target is None:
-        return []
-    sentences, raised, computed = [], [], []
+PER_CHECKPOINT_SENTENCES = 4  # beyond this many checkpoints the reading summarises; the table lists each
+
+
+def _lead_rows(incremental: pd.DataFrame, statistic: str, target: str) -> list[dict[str, Any]]:
+    rows = []
     for name in dict.fromkeys(incremental["name"]):
         row = _incremental_row(incremental, str(name), statistic, target)
-        if row is None:
-            continue
-        if not np.isfinite(row["delta_auroc"]):
-            sentences.append(f"On {name} at {target}: {row['note'] or 'no comparison'}.")
-            continue
-        computed.append(str(name))
-        if row["delta_ci_low"] > 0:
-            raised.append(str(name))
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _checkpoint_sentence(row: dict[str, Any], statistic: str, target: str) -> str:
+    if not np.isfinite(row["delta_auroc"]):
+        return f"On {row['name']} at {target}: {row['note'] or 'no comparison'}."
+    return (
+        f"On {row['name']} at {target}, {statistic} alone: AUROC {row['auroc_statistic']:.2f}; the clean logit margin "
+        f"alone: {row['auroc_margin']:.2f}; adding the statistic to the margin: {row['delta_auroc']:+.3f} "
+        f"[{row['delta_ci_low']:+.3f}, {row['delta_ci_high']:+.3f}], LR p = {_p(row['lr_p'])}."
+    )
+
+
+def _summary_sentence(rows: list[dict[str, Any]], statistic: str, target: str) -> str:
+    def spread(key: str, signed: bool = False) -> str:
+        values = np.array([r[key] for r in rows], dtype=float)
+        form = "+.3f" if signed else ".2f"
+        return f"{np.median(values):{form}} (range {values.min():{form}} to {values.max():{form}})"
+
+    return (
+        f"At {target}, over the {len(rows)} checkpoints (each in the table): {statistic} alone reaches a median AUROC "
+        f"of {spread('auroc_statistic')}; the clean logit margin alone {spread('auroc_margin')}; adding the "
+        f"statistic to the margin changes it by {spread('delta_auroc', signed=True)}."
+    )
+
+
+def within_sentences(incremental: pd.DataFrame, statistic: str | None, target: str | None) -> list[str]:
+    """At ``target``: the statistic alone, the margin alone, and what adding the statistic to the
+    margin changes (per checkpoint for a few, as medians and ranges for many); then on how many
+    checkpoints the increment has a CI above 0."""
+    if incremental.empty or statistic is None or target is None:
+        return []
+    rows = _lead_rows(incremental, statistic, target)
+    computed = [r for r in rows if np.isfinite(r["delta_auroc"])]
+    if len(rows) <= PER_CHECKPOINT_SENTENCES or not computed:
+        sentences = [_checkpoint_sentence(r, statistic, target) for r in rows]
+    else:
+        sentences = [_summary_sentence(computed, statistic, target)]
+        skipped = len(rows) - len(computed)
+        if skipped:
+            sentences.append(f"{skipped} checkpoint{'s' if skipped > 1 else ''} had too few broken or robust samples.")
+    raised = [str(r["name"]) for r in computed if r["delta_ci_low"] > 0]
+    if not computed:
+        return sentences
+    if raised:
+        shown = ", ".join(raised[:PER_CHECKPOINT_SENTENCES]) + (", ..." if len(raised) > PER_CHECKPOINT_SENTENCES else "")
         sentences.append(
-            f"On {name} at {target}, {statistic} alone: AUROC {row['auroc_statistic']:.2f}; the clean logit margin "
-            f"alone: {row['auroc_margin']:.2f}; adding the statistic to the margin: {row['delta_auroc']:+.3f} "
-            f"[{row['delta_ci_low']:+.3f}, {row['delta_ci_high']:+.3f}], LR p = {_p(row['lr_p'])}."
+            f"Adding {statistic} to the margin raises the cross-validated AUROC with a 95% CI above 0 on "
+            f"{len(raised)} of {len(computed)} checkpoints ({shown}): there it carries signal the logits do not."
         )
-    if computed:
-        if raised:
-            sentences.append(
-                f"Adding {statistic} to the margin raises the cross-validated AUROC with a 95% CI above 0 on "
-                f"{len(raised)} of {len(computed)} checkpoints ({', '.join(raised)}): there it carries signal the "
-                "logits do not."
-            )
-        else:
-            sentences.append(
-                f"On none of the {len(computed)} checkpoints does adding {statistic} to the margin raise the "
-                "cross-validated AUROC with a 95% CI above 0: within a checkpoint, what it predicts, the logit "
-                "margin already predicts."
-            )
+    else:
+        sentences.append(
+            f"On none of the {len(computed)} checkpoints does adding {statistic} to the margin raise the "
+            "cross-validated AUROC with a 95% CI above 0: within a checkpoint, what it predicts, the logit "
+            "margin already predicts."
+        )
     return sentences
 
 
@@ -141,24 +173,32 @@ def model_level_sentences(
     low, high = float(row["spearman_ci_low"]), float(row["spearman_ci_high"])
     text += f", BCa 95% CI [{low:+.2f}, {high:+.2f}])." if np.isfinite(low) else ")."
     sentences = [text]
-    if n <= EXACT_MAX_N:
+    if n <= EXACT_MAX_N and smallest_exact_p(n) >= ALPHA:
         sentences.append(
             f"With {n} {unit} the smallest p-value a permutation test can give is 2/{n}! = "
             f"{smallest_exact_p(n):.3g}, and no CI is computed below {MIN_BOOTSTRAP_N}: {n} {unit} cannot "
             "support a model-level claim."
         )
     elif n < MIN_BOOTSTRAP_N:
-        sentences.append(f"Below {MIN_BOOTSTRAP_N} {unit} no CI is computed; read this as a hint at most.")
+        sentences.append(
+            f"With {n} {unit} the p-value is exact over all {n}! orderings, but no CI is computed below "
+            f"{MIN_BOOTSTRAP_N}: the size of the association is not pinned down."
+        )
     return sentences
 
 
+FINDINGS_LISTED = 3
+
+
 def findings_sentence(correlations: pd.DataFrame, *, unit: str) -> str:
-    """How many pairs were tested and which of them survive the false-discovery correction."""
+    """How many pairs were tested and which of them survive the false-discovery correction
+    (primary findings first, at most ``FINDINGS_LISTED`` named; the CSV has every one)."""
     done = tested(correlations)
     if done.empty:
         return ""
     primary = done[done["family"] == "primary"]
-    found = done[done["finding"]]
+    found = done[done["finding"]].sort_values(["family", "q_family"], key=lambda c: c.map(
+        {"primary": 0, "exploratory": 1}) if c.name == "family" else c, kind="stable")  # fmt: skip
     if found.empty:
         return (
             f"{len(done)} (statistic, robustness) pairs were tested across {unit} ({len(primary)} declared primary): "
@@ -166,9 +206,58 @@ def findings_sentence(correlations: pd.DataFrame, *, unit: str) -> str:
         )
     listed = "; ".join(
         f"{r.statistic} vs {r.target} (rho {r.spearman_rho:+.2f}, q {_p(r.q_family)}, {r.family})"
-        for r in found.itertuples()
+        for r in found.head(FINDINGS_LISTED).itertuples()
     )
-    return f"{len(done)} pairs were tested across {unit}; {len(found)} have q < {ALPHA}: {listed}."
+    more = len(found) - FINDINGS_LISTED
+    rest = f"; and {more} more in correlations.csv" if more > 0 else ""
+    return (
+        f"{len(done)} pairs were tested across {unit} ({len(primary)} declared primary); {len(found)} have "
+        f"q < {ALPHA}: {listed}{rest}."
+    )
+
+
+# --------------------------------------------------------------------------- dose-response
+
+DOSE_READING = ("clean_neg_homogeneity", "clean_neg_peak_max", "clean_acc")
+
+
+def dose_panels(dose: DoseResponse, headline: str | None) -> list[str]:
+    """The quantities the dose-response figure shows: the negative-CAM statistics, clean accuracy
+    and the robust accuracies at the headline eps (every other quantity is in the CSV)."""
+    present = list(dict.fromkeys(dose.summary["quantity"]))
+    eps = headline.split("@", 1)[1] if headline and "@" in headline else None
+    robust = [q for q in present if "@" in q and (eps is None or q.endswith(f"@{eps}"))]
+    statistics = [q for q in present if q.startswith("clean_neg_")]
+    return list(dict.fromkeys([*statistics, *(["clean_acc"] if "clean_acc" in present else []), *robust])) or present
+
+
+def dose_sentences(dose: DoseResponse | None, headline: str | None) -> list[str]:
+    """What the dose-response shows for the reading's quantities, and what it is."""
+    if dose is None:
+        return []
+    trend = dose.trend
+    quantities = [q for q in (*DOSE_READING, headline) if q is not None and q in set(trend["quantity"])]
+    seeds = int(dose.summary["n_seeds"].max()) if len(dose.summary) else 0
+    parts = []
+    for quantity in dict.fromkeys(quantities):
+        for row in trend[trend["quantity"] == quantity].itertuples(index=False):
+            where = f" ({row.stratum})" if row.stratum else ""
+            if not np.isfinite(row.spearman_rho):
+                parts.append(f"{quantity}{where}: {row.note}")
+                continue
+            direction = "rises" if row.spearman_rho > 0 else "falls" if row.spearman_rho < 0 else "does not move"
+            method = "exact" if row.p_method == "exact" else "Monte Carlo"
+            parts.append(
+                f"{quantity}{where} {direction} with the dose (rho = {row.spearman_rho:+.2f}, {method} permutation "
+                f"p = {_p(row.p_value)}, q = {_p(row.q_value)})"
+            )
+    if not parts:
+        return []
+    return [
+        f"Along {dose.factor} ({len(dose.levels)} doses x {seeds} seeds, everything else fixed): " + "; ".join(parts)
+        + ". A dose-response that varies one key with the rest fixed is the design here that can speak to "
+        "cause, for this data and model; the trend tests are exploratory and say nothing about the size of an effect."
+    ]
 
 
 # --------------------------------------------------------------------------- the paragraph
@@ -225,7 +314,8 @@ def plain_reading(
         )
     unit = "configurations" if replicates else "checkpoints"
     sentences = within_sentences(incremental if incremental is not None else pd.DataFrame(), statistic, reference)
-    sentences += loss_sentences(table, statistic, target)
+    if not dose_sentences or table["loss"].nunique() > 1:  # one loss at several weights: the dose speaks instead
+        sentences += loss_sentences(table, statistic, target)
     if target is None:
         sentences.append("No robust accuracy was recorded, so nothing can be said about robustness across models.")
         return " ".join(sentences)
@@ -245,6 +335,8 @@ def plain_reading(
 
 __all__ = [
     "READING_STATISTICS",
+    "dose_panels",
+    "dose_sentences",
     "findings_sentence",
     "model_level_sentences",
     "plain_reading",

@@ -63,7 +63,7 @@ def test_the_reading_names_the_loss_and_says_five_checkpoints_cannot_support_a_c
     assert "hnc has the lowest mean clean_neg_homogeneity" in reading
     assert "a lower clean_neg_homogeneity goes with a higher worst@8/255" in reading
     assert "exact permutation p = 0.017" in reading  # 2/5!: a perfect order of 5 points
-    assert "5 checkpoints cannot support a model-level claim" in reading
+    assert "With 5 checkpoints the p-value is exact over all 5! orderings, but no CI is computed below 10" in reading
     assert "is not a cause" in reading
 
 
@@ -81,15 +81,19 @@ def test_the_reading_leads_with_what_the_statistic_adds_to_the_margin(tmp_path: 
     write_sweep(tmp_path)
     report = build_report(load_evaluations(tmp_path), bootstrap=100, cv_repeats=2)
     reading = " ".join(report.reading.split())
-    assert reading.startswith("On run0 at pgd@8/255: fewer than 5 robust samples (4): no cross-validated comparison.")
-    assert "On run1 at pgd@8/255, clean_neg_homogeneity alone: AUROC" in reading
-    assert "the clean logit margin alone:" in reading and "adding the statistic to the margin:" in reading
+    # five checkpoints: medians and ranges over those with enough broken and robust samples
+    assert reading.startswith("At pgd@8/255, over the 3 checkpoints (each in the table): clean_neg_homogeneity alone")
+    assert "the clean logit margin alone" in reading and "adding the statistic to the margin changes it by" in reading
+    assert "2 checkpoints had too few broken or robust samples." in reading
 
 
 def test_too_few_checkpoints_bring_a_plain_caution(tmp_path: Path) -> None:
     write_sweep(tmp_path, count=3)
     report = build_report(load_evaluations(tmp_path), bootstrap=100, cv_repeats=2)
-    assert "With 3 checkpoints, a correlation across them would not mean anything" in " ".join(report.reading.split())
+    reading = " ".join(report.reading.split())
+    assert reading.startswith("On run0 at pgd@8/255: fewer than 5 robust samples (4): no cross-validated comparison.")
+    assert "On run1 at pgd@8/255, clean_neg_homogeneity alone: AUROC" in reading
+    assert "With 3 checkpoints, a correlation across them would not mean anything" in reading
     assert (report.correlations["note"] == "n < 4: not meaningful").all()
     console = _console()
     render_report(report, console)

@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import optimize, stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.preprocessing import StandardScaler
 
 from robustcam.report import incremental_value, load_evaluations
-from robustcam.report.incremental import likelihood_ratio, margin_comparison, partial_spearman
+from robustcam.report.incremental import likelihood_ratio, margin_comparison, out_of_fold_scores, partial_spearman
 
 from .synthetic import make_records, sweep_stats, write_folder, write_sweep
 
@@ -40,6 +43,20 @@ def test_a_statistic_that_echoes_the_margin_adds_nothing_and_an_independent_one_
     assert signal["delta_auroc"] > 0 and signal["delta_ci_low"] > 0
     assert signal["coef"] > 0 and signal["lr_p"] < 1e-3 and signal["partial_spearman"] > 0
     assert echo["auroc_margin"] == signal["auroc_margin"]  # one margin-only model, the same folds
+
+
+def test_out_of_fold_scores_are_scikit_learns_logistic_regression_fold_by_fold() -> None:
+    frame = _samples(6, n=150)
+    features = frame[["clean_margin", "clean_signal"]].to_numpy()
+    broken = frame["success"].to_numpy()
+    splits = list(RepeatedStratifiedKFold(n_splits=5, n_repeats=3, random_state=1).split(features, broken))
+    scaled = StandardScaler().fit_transform(features)
+    total, counts = np.zeros(len(broken)), np.zeros(len(broken))
+    for train, test in splits:
+        model = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(scaled[train], broken[train])
+        total[test] += model.decision_function(scaled[test])
+        counts[test] += 1
+    np.testing.assert_allclose(out_of_fold_scores(features, broken, splits), total / counts, rtol=0, atol=1e-5)
 
 
 def test_likelihood_ratio_matches_an_independent_maximum_likelihood_fit() -> None:
