@@ -1,17 +1,24 @@
-"""The ``robustcam`` command: train (and, as they land, eval, report, sweep, cam, quickstart).
+"""The ``robustcam`` command: train, eval, report, cam, sweep and quickstart.
 
-The only module besides ``report/`` that prints. Library errors caused by bad
-input (``RobustcamError``, ``ValueError``) become one red line and exit code 2;
-set ``ROBUSTCAM_DEBUG=1`` to see the traceback instead.
+The only module besides ``report/`` that prints. Bad input is one red line on
+stderr and exit code 2: the suite's own errors (``RobustcamError``) and the
+command line's usage errors (a missing option, ``--epochs ten``), each naming the
+option or key and the bad value. Anything else is a bug: its traceback and one line
+asking for a report, exit code 1. ``ROBUSTCAM_DEBUG=1`` shows every traceback.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,9 +30,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from robustcam.errors import InputError, RobustcamError
+from robustcam.errors import InputError, RobustcamError, describe_invalid
 from robustcam.evaluate import EvalProgress, EvalResult
 from robustcam.train import LOG_COLUMNS, TrainProgress
+
+if TYPE_CHECKING:
+    from robustcam.config import FlagSetting
 
 console = Console()
 err_console = Console(stderr=True)
@@ -83,6 +93,86 @@ def _lazy_names() -> dict[str, str]:
 
 
 _NAMES = _lazy_names()
+
+
+def _flag_settings(flags: dict[str, tuple[str, Any]]) -> list[FlagSetting]:
+    """The flags the user gave (value not None) as config settings that remember their flag."""
+    from robustcam.config import FlagSetting
+
+    return [FlagSetting(flag, key, value) for flag, (key, value) in flags.items() if value is not None]
+
+
+def _comma_list(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _attack_param(item: str) -> FlagSetting:
+    """``--attack-param cw.c=0.5`` as the setting ``attack_params.cw.c`` (the value read as YAML)."""
+    from robustcam.config import FlagSetting, parse_override
+
+    key, sep, value = item.partition("=")
+    if not sep or "." not in key or not value.strip():
+        raise InputError(f"--attack-param expects attack.param=value (e.g. cw.c=0.5), got {item!r}")
+    path, parsed = parse_override(f"attack_params.{key.strip()}={value}")
+    return FlagSetting(f"--attack-param {key.strip()}", ".".join(path), parsed)
+
+
+@contextmanager
+def _bad_input_from(module: str) -> Iterator[None]:
+    """A bare ``ValueError`` from the library module named ``module`` as an ``InputError``.
+
+    Only around calls into modules whose checks of user input (devices, a checkpoint without a
+    dataset, folders without evaluations) still raise ``ValueError``; ``module`` names which, so
+    each use can go once its module raises ``InputError`` itself.
+    """
+    del module  # a label for readers and grep, not used at run time
+    try:
+        yield
+    except RobustcamError:
+        raise
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
+def _check_folder(flag: str, path: Path) -> None:
+    """An output folder: it may not exist yet, but it may not be a file."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag}: {path} is a file, not a folder")
+
+
+def _check_image_file(flag: str, path: Path) -> None:
+    """A figure file: its suffix is a format matplotlib writes, and it is not a folder."""
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    if path.is_dir() or path.suffix.lower().lstrip(".") not in formats:
+        raise InputError(f"{flag}: {str(path)!r} is not an image file name; end it in one of "
+                         f"{', '.join('.' + f for f in formats)} (e.g. cams.png)")  # fmt: skip
+
+
+def _check_cam_topk(topk: int | None, num_classes: int) -> None:
+    # known only once the checkpoint says how many classes there are
+    if topk is not None and topk >= num_classes:
+        raise InputError(f"cam_topk: {topk} must be smaller than the number of classes ({num_classes}); "
+                         f"choose it in [1, {num_classes - 1}]")  # fmt: skip
+
+
+def _check_dataset_name(name: str | None) -> None:
+    """``--data`` of eval and cam: a registered dataset (when given), checked before any loading."""
+    from robustcam.data import DATASETS
+
+    if name is not None:
+        with _flag("--data"):
+            DATASETS.get(name)
+
+
+@contextmanager
+def _flag(flag: str) -> Iterator[None]:
+    """Name ``flag`` in an error about its value (the library does not know which flag gave it)."""
+    try:
+        yield
+    except RobustcamError as error:
+        raise InputError(f"{flag}: {error}") from None
 
 
 # --------------------------------------------------------------------------- train
@@ -157,24 +247,21 @@ def train(
 ) -> None:
     """Train one checkpoint: writes model.pt, config.yaml (resolved) and train_log.csv to --out."""
     from robustcam.config import load_train_config
+    from robustcam.runtime import resolve_amp, resolve_device
     from robustcam.train import train as run_training
 
-    flags = {
-        "data.name": dataset,
-        "model.arch": arch,
-        "loss.name": loss,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer.lr": lr,
-        "seed": seed,
-        "device": device,
-        "amp": amp,
-        "data.root": str(data_root) if data_root is not None else None,
-        "data.download": True if download else None,
-    }
-    settings = [f"{key}={value}" for key, value in flags.items() if value is not None]
-    cfg = load_train_config(config, [*settings, *(overrides or [])])
+    flags = _flag_settings({
+        "--dataset": ("data.name", dataset), "--arch": ("model.arch", arch), "--loss": ("loss.name", loss),
+        "--epochs": ("epochs", epochs), "--batch-size": ("batch_size", batch_size), "--lr": ("optimizer.lr", lr),
+        "--seed": ("seed", seed), "--device": ("device", device), "--amp": ("amp", amp),
+        "--data-root": ("data.root", None if data_root is None else str(data_root)),
+        "--download": ("data.download", True if download else None),
+    })  # fmt: skip
+    cfg = load_train_config(config, overrides or [], flags=flags)
+    with _bad_input_from("robustcam.runtime"):  # device and amp are checked here, before any work
+        resolve_amp(cfg.amp, resolve_device(cfg.device))
     run_dir = out or Path("runs") / f"{cfg.data.name}-{cfg.model.arch}-{cfg.loss.name}-s{cfg.seed}"
+    _check_folder("--out", run_dir)
     console.print(f"[bold]robustcam train[/] -> {run_dir}")
     try:
         with _progress() as progress:
@@ -300,7 +387,7 @@ def eval_command(
     ] = True,
     save_adv: Annotated[bool, typer.Option("--save-adv", help="Also write the adversarial examples to --out/adv/.")] = False,
     arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Class count of a bare state_dict.")] = None,
+    num_classes: Annotated[int | None, typer.Option(min=2, help="Class count of a bare state_dict.")] = None,
     data: Annotated[str | None, typer.Option(help=f"Dataset (default: the checkpoint's): {_NAMES['datasets']}.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download a missing torchvision dataset.")] = False,
@@ -318,30 +405,30 @@ def eval_command(
 
     backends = None if backend is None else (["torchattacks", "foolbox"] if backend == "both" else [backend])
     if backend is not None and backend not in ("torchattacks", "foolbox", "both"):
-        raise ValueError(f"unknown backend {backend!r}; valid: torchattacks, foolbox, both")
-    flags = {
-        "attacks": None if attacks is None else f"[{attacks}]",
-        "eps": None if eps is None else f"[{eps}]",
-        "eps_l2": None if eps_l2 is None else f"[{eps_l2}]",
-        "backends": None if backends is None else f"[{','.join(backends)}]",
-        "n": n, "batch_size": batch_size, "steps": steps, "seed": seed, "device": device,
-        "cascade": None if cascade else False, "sanity": None if sanity else False,
-        "cam_stats": None if cam_stats else False,
-        "save_adv": True if save_adv else None,
-    }  # fmt: skip
-    settings = [f"{key}={value}" for key, value in flags.items() if value is not None]
-    for item in attack_param or []:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise ValueError(f"--attack-param expects attack.param=value (e.g. cw.c=0.5), got {item!r}")
-        settings.append(f"attack_params.{key}={value}")
-    cfg = load_eval_config(config, [*settings, *(overrides or [])])
+        raise InputError(f"--backend: unknown backend {backend!r}; valid: torchattacks, foolbox, both")
+    flags = _flag_settings({
+        "--attacks": ("attacks", _comma_list(attacks)), "--eps": ("eps", _comma_list(eps)),
+        "--eps-l2": ("eps_l2", _comma_list(eps_l2)), "--backend": ("backends", backends),
+        "--n": ("n", n), "--batch-size": ("batch_size", batch_size), "--steps": ("steps", steps),
+        "--seed": ("seed", seed), "--device": ("device", device),
+        "--no-cascade": ("cascade", None if cascade else False), "--no-sanity": ("sanity", None if sanity else False),
+        "--no-cam-stats": ("cam_stats", None if cam_stats else False),
+        "--save-adv": ("save_adv", True if save_adv else None),
+    })  # fmt: skip
+    flags += [_attack_param(item) for item in attack_param or []]
+    cfg = load_eval_config(config, overrides or [], flags=flags)
+    _check_dataset_name(data)
 
-    run_device = resolve_device(cfg.device)
+    with _bad_input_from("robustcam.runtime"):
+        run_device = resolve_device(cfg.device)
     model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
-    dataset, data_record = checkpoint_dataset(ckpt, meta, cfg.split, name=data, root=data_root, download=download)
+    with _bad_input_from("robustcam.runs"):
+        dataset, data_record = checkpoint_dataset(ckpt, meta, cfg.split, name=data, root=data_root,
+                                                  download=download)  # fmt: skip
     data_name = data_record["name"]
     out_dir = out or Path("reports") / _checkpoint_name(ckpt)
+    _check_folder("--out", out_dir)
+    _check_cam_topk(cfg.cam_topk, model.num_classes)
     for warning in meta.get("warnings", []):
         console.print(f"[yellow]checkpoint:[/] {warning}", highlight=False)
     attack_objects = cfg.build_attacks()
@@ -384,7 +471,9 @@ def report_command(
     logit margin, model-level correlations with permutation p-values and q-values, AUROCs, figures."""
     from robustcam.report import load_evaluations, render_report, write_report
 
-    evaluations = load_evaluations(paths)
+    _check_folder("--out", out)
+    with _bad_input_from("robustcam.report.load"):  # a path that holds no evaluation
+        evaluations = load_evaluations(paths)
     files = write_report(evaluations, out, primary=primary or None, bootstrap=bootstrap, seed=seed)
     render_report(files, console)
 
@@ -393,14 +482,14 @@ def report_command(
 def cam_command(
     ckpt: Annotated[Path, typer.Option(help="Checkpoint: model.pt, a run directory, or a state_dict with --arch.")],
     out: Annotated[Path, typer.Option(help="PNG file for the CAM grid; a CSV of the statistics goes beside it.")],
-    n: Annotated[int, typer.Option(help="Number of samples (seeded random choice unless --indices).")] = 8,
+    n: Annotated[int, typer.Option(min=1, help="Number of samples (seeded random choice unless --indices).")] = 8,
     indices: Annotated[str | None, typer.Option(help="Comma-separated dataset indices to show.")] = None,
     attack: Annotated[str, typer.Option(help=f"Attack: {_NAMES['attacks']}.")] = "pgd",
     eps: Annotated[str, typer.Option(help="Budget of the attack (Linf pixel units, or L2 for L2 attacks).")] = "4/255",
     backend: Annotated[str, typer.Option(help="torchattacks or foolbox.")] = "torchattacks",
     seed: Annotated[int, typer.Option(help="Seed for the sample choice and the random start.")] = 0,
     arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Class count of a bare state_dict.")] = None,
+    num_classes: Annotated[int | None, typer.Option(min=2, help="Class count of a bare state_dict.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -410,18 +499,28 @@ def cam_command(
 
     from robustcam.attacks import build_attack, check_supported, format_eps, parse_eps_list
     from robustcam.checkpoint import load_checkpoint
+    from robustcam.config import check_device
     from robustcam.evaluate import cam_examples, select_samples
     from robustcam.io import atomic_write_text
     from robustcam.report import plot_cam_grid
     from robustcam.runs import checkpoint_dataset
     from robustcam.runtime import resolve_device
 
-    attack_object = build_attack(attack)
-    check_supported(attack_object, backend)
-    (budget,) = parse_eps_list([eps], norm=attack_object.norm)
-    run_device = resolve_device(device)
+    with _flag("--device"):
+        check_device(device)
+    _check_dataset_name(data)
+    _check_image_file("--out", out)
+    with _flag("--attack"):
+        attack_object = build_attack(attack)
+    with _flag("--backend"):
+        check_supported(attack_object, backend)
+    with _flag("--eps"):
+        (budget,) = parse_eps_list([eps], norm=attack_object.norm)
+    with _bad_input_from("robustcam.runtime"):
+        run_device = resolve_device(device)
     model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
-    dataset, _ = checkpoint_dataset(ckpt, meta, "test", name=data, root=data_root)
+    with _bad_input_from("robustcam.runs"):
+        dataset, _ = checkpoint_dataset(ckpt, meta, "test", name=data, root=data_root)
     if indices:
         chosen = torch.tensor(_parse_indices(indices, len(dataset)))
     else:
@@ -475,12 +574,14 @@ def quickstart_command(
     from robustcam.train import train as run_training
 
     began = time.perf_counter()
+    _check_folder("--out", out)
+    device_flag = _flag_settings({"--device": ("device", device)})
     eval_config = load_eval_config(None, [
-        "attacks=[fgsm,pgd,cw]", "eps=[2/255,4/255,8/255]", "eps_l2=[0.25,0.5,1.0]", f"n={n}",
-        "attack_params.cw.steps=50", f"device={device}",
-    ])  # fmt: skip
+        "attacks=[fgsm,pgd,cw]", "eps=[2/255,4/255,8/255]", "eps_l2=[0.25,0.5,1.0]", "attack_params.cw.steps=50",
+    ], flags=[*device_flag, *_flag_settings({"--n": ("n", n)})])  # fmt: skip
     for loss in QUICKSTART_LOSSES:
-        config = load_train_config(None, [f"loss.name={loss}", f"epochs={epochs}", f"device={device}"])
+        config = load_train_config(None, [f"loss.name={loss}"],
+                                   flags=[*device_flag, *_flag_settings({"--epochs": ("epochs", epochs)})])  # fmt: skip
         run_dir = out / loss
         console.rule(f"[bold]{loss}[/]")
         with _progress() as progress:
@@ -526,10 +627,12 @@ def sweep_command(
     from robustcam.sweep import cell_dir, cell_status, load_sweep, resolve_executor, run_cell, run_sweep
 
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-    executor = resolve_executor(executor, workers)  # an unknown name is an error listing the valid ones
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    with _flag("--executor"):
+        executor = resolve_executor(executor, workers)  # an unknown name is an error listing the valid ones
     sweep, cells, default_out = load_sweep(config)
     root = out or default_out
+    _check_folder("--out", root)
     statuses = [cell_status(root, cell) for cell in cells]
     table = Table(title=f"{sweep.name or config.stem}: {len(cells)} cells in {root}", title_justify="left")
     for column in ("#", "cell", "status"):
@@ -577,18 +680,71 @@ def sweep_command(
 
 # --------------------------------------------------------------------------- entry point
 
+BUG_REPORT = "this is a bug in robustcam: please report it with the traceback above"
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one-line errors with exit code 2 for bad input."""
+
+def _fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"[red]error:[/] {' '.join(message.split())}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    """A usage error of the command line in one line: the option, the bad value, where help is."""
+    message = error.format_message()
+    param, cause = getattr(error, "param", None), error.__cause__
+    if param is not None and isinstance(cause, ValidationError) and cause.errors():
+        item = dict(cause.errors()[0])
+        raw = item.get("input")
+        if isinstance(raw, str):
+            item["input"] = _as_typed(raw)  # `--bootstrap -1` says -1, `--epochs ten` says 'ten'
+        names = getattr(param, "opts", None) or [getattr(param, "name", "value")]
+        message = f"{names[0]}: {describe_invalid(item)}"
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"{message.rstrip('.')}{hint}"
+
+
+def _as_typed(text: str) -> object:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _is_help_for_no_arguments(error: typer.TyperException) -> bool:
+    # bare `robustcam`: typer has printed the help already and signals it with this usage error,
+    # which has no public name
+    return type(error).__name__ == "NoArgsIsHelpError"
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point: one line and exit code 2 for bad input, a traceback and a
+    request to report it (exit code 1) for a bug."""
+    debug = bool(os.environ.get("ROBUSTCAM_DEBUG"))
     try:
-        app(args=argv)  # standalone: click reports usage errors itself (exit code 2)
-    except (RobustcamError, ValueError, TypeError, FileNotFoundError) as error:
-        if os.environ.get("ROBUSTCAM_DEBUG"):
+        # not standalone: typer returns --help/--version exit codes and raises usage errors
+        code = app(args=argv, prog_name="robustcam", standalone_mode=False)
+    except RobustcamError as error:
+        if debug:
             raise
-        message = " ".join(str(error).split())
-        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
+        _fail(str(error), 2)
+    except typer.TyperException as error:
+        if _is_help_for_no_arguments(error):
+            if error.format_message():  # without rich, the help is the message
+                console.print(error.format_message(), highlight=False)
+            raise SystemExit(2) from None
+        _fail(_usage_message(error), getattr(error, "exit_code", 2))
+    except typer.Abort:
+        _fail("aborted", 1)
+    except Exception:
+        if debug:
+            raise
+        traceback.print_exc()
+        _fail(BUG_REPORT, 1)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

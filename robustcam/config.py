@@ -1,20 +1,27 @@
 """Validated config models, YAML loading and ``--set a.b=value`` overrides.
 
 YAML goes into pydantic models that reject unknown keys; the error names the
-key, the file (or the override it came from) and the valid keys. CLI flags and
-``--set`` overrides are applied to the raw mapping before validation, so they
-are validated exactly like the file.
+key, the file (or the flag or override it came from), the bad value and what is
+valid. CLI flags (``FlagSetting``) and ``--set`` overrides are applied to the raw
+mapping before validation, so they are validated exactly like the file; an error
+names the flag a value came from (``--epochs: 0 is not >= 1``).
+
+Floats must be finite everywhere (NaN passes every range check). Loss, attack
+and dataset parameters are typed from the plugin's keyword-only arguments
+(``robustcam.registry.check_parameters``) and range-checked by building the
+plugin, so ``loss.focal.gamma: abc`` is "'abc' is not a number" at load time.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from robustcam.attacks import (
     ATTACKS,
@@ -35,17 +43,68 @@ from robustcam.attacks import (
     parse_eps_list,
 )
 from robustcam.data import DATASETS
-from robustcam.errors import ConfigError
+from robustcam.errors import ConfigError, InputError, ParameterError, describe_invalid
 from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2
-from robustcam.losses import LOSSES, loss_parameters
+from robustcam.losses import LOSSES
 from robustcam.models import MODELS
 from robustcam.noise import NOISE_KINDS, NoiseSpec
+from robustcam.registry import check_parameters, keyword_parameters, unknown_parameters
+
+Loc = tuple[str | int, ...]
 
 
 class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+    """Base for config sections: unknown keys are errors, values are validated on assignment,
+    floats must be finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- plugin parameters
+
+
+def _problem(loc: Loc, message: str, value: object) -> InitErrorDetails:
+    # the message is a template argument, not the template: braces in it stay as they are
+    error = PydanticCustomError("robustcam_invalid", "{message}", {"message": message})
+    return InitErrorDetails(type=error, loc=loc, input=value)
+
+
+def located_error(title: str, problems: list[InitErrorDetails]) -> ValidationError:
+    """A ``ValidationError`` whose errors sit at ``loc`` inside the model being validated;
+    raised in a validator, pydantic puts the model's own location in front."""
+    return ValidationError.from_exception_data(title, problems)
+
+
+def parameter_problems(
+    factory: Callable[..., Any],
+    params: Mapping[str, Any],
+    *,
+    what: str,
+    loc: Loc,
+    build: bool = True,
+    exclude: tuple[str, ...] = (),
+) -> list[InitErrorDetails]:
+    """What is wrong with ``params`` for ``factory``, each problem at ``loc + (parameter,)``:
+    an unknown name, values of the wrong type or NaN/inf, then (``build``) the range checks
+    the factory itself makes beside each parameter. ``exclude``: arguments the caller gives."""
+    unknown = unknown_parameters(factory, params, what=what, exclude=exclude)
+    if unknown is not None:
+        first = next(name for name in params if name not in keyword_parameters(factory, exclude))
+        return [_problem((*loc, first), str(unknown), params[first])]
+    try:
+        check_parameters(factory, params, what=what, exclude=exclude)
+    except ValidationError as error:
+        seen: dict[str, InitErrorDetails] = {}
+        for item in error.errors():  # a union type reports once per member: keep the first
+            name = str(item["loc"][0]) if item["loc"] else ""
+            seen.setdefault(name, _problem((*loc, name), describe_invalid(item), item.get("input")))
+        return list(seen.values())
+    if build:
+        try:
+            factory(**params)
+        except ParameterError as error:
+            return [_problem((*loc, error.parameter), str(error), params.get(error.parameter))]
+    return []
 
 
 class DataConfig(StrictModel):
@@ -60,6 +119,22 @@ class DataConfig(StrictModel):
         DATASETS.get(value)
         return value
 
+    @model_validator(mode="after")
+    def _check_options(self) -> DataConfig:
+        # types only: building a dataset loads it; its loader checks the ranges
+        factory = DATASETS.get(self.name)
+        problems = [_problem(("options", k), f"{k} is not a dataset option: set data.{k} instead", self.options[k])
+                    for k in self.options if k in LOADER_ARGUMENTS]  # fmt: skip
+        if not problems:
+            problems = parameter_problems(factory, self.options, what=f"dataset {self.name!r}", loc=("options",),
+                                          build=False, exclude=LOADER_ARGUMENTS)  # fmt: skip
+        if problems:
+            raise located_error("DataConfig", problems)
+        return self
+
+
+LOADER_ARGUMENTS = ("root", "download")  # given by DataConfig's own fields, not as options
+
 
 class ModelConfig(StrictModel):
     arch: str = Field("smallcnn", description="registered architecture")
@@ -70,6 +145,17 @@ class ModelConfig(StrictModel):
     def _known_arch(cls, value: str) -> str:
         MODELS.get(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_options(self) -> ModelConfig:
+        # types only (building a model here would be slow); the options are the factory's keyword-only arguments
+        entry = MODELS.get(self.arch)
+        factory = getattr(entry, "factory", entry)
+        problems = parameter_problems(factory, self.options, what=f"architecture {self.arch!r}", loc=("options",),
+                                      build=False)  # fmt: skip
+        if problems:
+            raise located_error("ModelConfig", problems)
+        return self
 
 
 class LossConfig(BaseModel):
@@ -84,20 +170,25 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = "ce"
 
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        LOSSES.get(value)
+        return value
+
     @model_validator(mode="after")
     def _check_sections(self) -> LossConfig:
-        LOSSES.get(self.name)
+        problems: list[InitErrorDetails] = []
         for section, params in (self.model_extra or {}).items():
             if section not in LOSSES:
-                raise ValueError(f"key {section!r} is neither 'name' nor a loss section: " + LOSSES.unknown_message(section))
-            if not isinstance(params, Mapping):
-                raise ValueError(f"loss.{section} must be a mapping of parameters, got {params!r}")
-            valid = loss_parameters(section)
-            unknown = sorted(set(params) - set(valid))
-            if unknown:
-                raise ValueError(
-                    f"unknown parameter(s) {', '.join(unknown)} for loss {section!r}; valid: {', '.join(valid)}"
-                )
+                message = f"key {section!r} is neither 'name' nor a loss section: " + LOSSES.unknown_message(section)
+                problems.append(_problem((section,), message, params))
+            elif not isinstance(params, Mapping):
+                problems.append(_problem((section,), f"must be a mapping of parameters, got {params!r}", params))
+            else:
+                problems += parameter_problems(LOSSES.get(section), params, what=f"loss {section!r}", loc=(section,))
+        if problems:
+            raise located_error("LossConfig", problems)
         return self
 
     def params(self, name: str | None = None) -> dict[str, Any]:
@@ -133,7 +224,14 @@ class NoiseConfig(StrictModel):
     class_map: dict[int, int] | None = Field(None, description="asymmetric: {source: destination}")
     path: str | None = Field(None, description="matrix: .yaml/.npy file; human: CIFAR-N label file")
     key: str | None = Field(None, description="human: which labels, e.g. worse_label")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value != "none" and value not in NOISE_KINDS:
+            raise ValueError(f"{NOISE_KINDS.unknown_message(value)}, none")
+        return value
 
     @model_validator(mode="after")
     def _check_spec(self) -> NoiseConfig:
@@ -171,7 +269,7 @@ class TrainConfig(StrictModel):
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     deterministic: bool = True
     amp: AMP = "auto"
     device: Device = "auto"
@@ -181,9 +279,15 @@ class TrainConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
-        return value
+        return check_device(value)
+
+
+def check_device(value: str) -> str:
+    """``value`` if it names a device (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); whether
+    that device is present is checked when it is used."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise InputError(f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- loading
@@ -248,46 +352,131 @@ def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(fields) if fields else []
 
 
+class FlagSetting(NamedTuple):
+    """A config value given as a CLI flag: the flag as the user wrote it (``--epochs``, or
+    ``--attack-param pgd.steps``), the dotted key it sets, and the value."""
+
+    flag: str
+    key: str
+    value: Any
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """``("eps", 0)`` -> ``eps[0]``; ``("loss", "focal", "gamma")`` -> ``loss.focal.gamma``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _origin(named: str, origins: Mapping[str, str]) -> tuple[str, bool] | None:
+    """Where the value at key ``named`` came from (flags and overrides), and whether that
+    origin says the key already (it is the key or inside it); None for the file or the defaults."""
+    if not named:
+        return None
+    matches = sorted(k for k in origins if k == named or k.startswith(f"{named}.") or named.startswith(f"{k}."))
+    if not matches:
+        return None
+    deeper = all(named.startswith(f"{k}.") for k in matches)
+    return ", ".join(dict.fromkeys(origins[k] for k in matches)), not deeper
+
+
+def _describe_one(item: Any, model: type[BaseModel], source: str, origins: Mapping[str, str]) -> str:
+    loc = tuple(item["loc"])
+    key = _dotted(loc)
+    named = ".".join(str(p) for p in loc if not isinstance(p, int))  # list positions are not keys
+    found = _origin(named, origins)
+    if found is not None:
+        origin, exact = found
+        prefix, show_key = f"{origin}: ", not exact or key != named
+    else:
+        # a file names the key; the defaults never fail alone, so a keyless error is about the combination
+        prefix, show_key = (f"{source}: " if source != "defaults" else ""), True
+    if item["type"] == "extra_forbidden":
+        valid = _valid_keys(model, loc)
+        hint = f" (valid: {', '.join(valid)})" if valid else ""
+        return f"{prefix}unknown key {key!r}{hint}"
+    where = f"{key}: " if key and show_key else ""
+    return f"{prefix}{where}{describe_invalid(item)}"
+
+
 def describe_validation_error(
-    error: ValidationError, model: type[BaseModel], source: str, overridden: set[str]
+    error: ValidationError, model: type[BaseModel], source: str, overridden: Iterable[str] | Mapping[str, str]
 ) -> str:
-    """One line naming the bad key, where it came from, and what is valid."""
-    problems = []
-    for item in error.errors():
+    """One line naming each bad key, where it came from, the bad value and what is valid.
+
+    ``overridden`` maps each dotted key set outside ``source`` to where it was set (a flag
+    such as ``--epochs``); plain key names mean ``--set`` overrides.
+    """
+    origins = dict(overridden) if isinstance(overridden, Mapping) else {k: f"--set {k}" for k in overridden}
+    problems = [_describe_one(item, model, source, origins) for item in _one_per_union(error.errors())]
+    return "; ".join(dict.fromkeys(problems))
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic names the member of a union a value failed: "str", "float", "dict[str,list]", ...
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "tuple", "set", "none"})
+
+
+def _one_per_union(errors: list[Any]) -> list[Any]:
+    """The errors with union members' tags taken out of their locations, keeping for each union
+    the error that reaches deepest into the value (a union fails once per member)."""
+    kept: dict[tuple[Any, ...], Any] = {}
+    plain: list[Any] = []
+    for item in errors:
         loc = tuple(item["loc"])
-        key = ".".join(str(p) for p in loc)
-        named = ".".join(str(p) for p in loc if not isinstance(p, int))  # list positions are not keys
-        from_overrides = sorted(o for o in overridden if o == named or o.startswith(f"{named}.") or not named)
-        origin = f"--set {', '.join(from_overrides)}" if from_overrides else source
-        if item["type"] == "extra_forbidden":
-            valid = _valid_keys(model, loc)
-            hint = f" (valid: {', '.join(valid)})" if valid else ""
-            problems.append(f"{origin}: unknown key {key!r}{hint}")
-        else:
-            message = str(item["msg"]).removeprefix("Value error, ")
-            where = f"{key}: " if key else ""
-            problems.append(f"{origin}: {where}{message}")
-    return "; ".join(problems)
+        tags = [i for i, part in enumerate(loc) if _is_union_tag(part)]
+        if not tags:
+            plain.append(item)
+            continue
+        union, stripped = loc[: tags[0]], tuple(p for p in loc if not _is_union_tag(p))
+        best = kept.get(union)
+        if best is None or len(stripped) > len(best["loc"]):
+            kept[union] = {**item, "loc": stripped}
+    return [*plain, *kept.values()]
 
 
 def validate_config(
-    model: type[StrictModel], raw: Mapping[str, Any], *, source: str = "config", overridden: Iterable[str] = ()
+    model: type[StrictModel],
+    raw: Mapping[str, Any],
+    *,
+    source: str = "config",
+    overridden: Iterable[str] | Mapping[str, str] = (),
 ) -> Any:
     try:
         return model.model_validate(dict(raw))
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, model, source, set(overridden))) from None
+        raise ConfigError(describe_validation_error(error, model, source, overridden)) from None
 
 
-def load_train_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
-    """Read a train config (or the defaults), apply ``--set`` overrides, validate."""
+def apply_settings(
+    raw: dict[str, Any], overrides: Iterable[str] = (), flags: Iterable[FlagSetting] = ()
+) -> dict[str, str]:
+    """Apply CLI flags, then ``--set`` overrides (which win), to ``raw``; return each set key's origin."""
+    origins: dict[str, str] = {}
+    settings = list(flags)
+    apply_overrides(raw, [(setting.key.split("."), setting.value) for setting in settings])
+    origins.update({setting.key: setting.flag for setting in settings})
+    for path, value in (parse_override(text) for text in overrides):
+        apply_overrides(raw, [(path, value)])
+        key = ".".join(path)
+        for replaced in [k for k in origins if k == key or k.startswith(f"{key}.")]:
+            del origins[replaced]
+        origins[key] = f"--set {key}"
+    return origins
+
+
+def load_train_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), *, flags: Iterable[FlagSetting] = ()
+) -> TrainConfig:
+    """Read a train config (or the defaults), apply CLI flags and ``--set`` overrides, validate."""
     raw = read_yaml(path) if path is not None else {}
-    parsed = [parse_override(text) for text in overrides]
-    apply_overrides(raw, parsed)
+    origins = apply_settings(raw, overrides, flags)
     source = str(path) if path is not None else "defaults"
-    config: TrainConfig = validate_config(
-        TrainConfig, raw, source=source, overridden={".".join(p) for p, _ in parsed}
-    )
+    config: TrainConfig = validate_config(TrainConfig, raw, source=source, overridden=origins)
     return config
 
 
@@ -308,6 +497,10 @@ def _budgets(values: Iterable[str]) -> list[str | float]:
     return budgets
 
 
+# NaN/inf pass the type so that parse_eps_list refuses them in its own words ("eps must be a finite number")
+EpsList = list[str | Annotated[float, AllowInfNan()]]
+
+
 def _torchattacks() -> list[str]:
     return ["torchattacks"]
 
@@ -316,13 +509,13 @@ class EvalConfig(StrictModel):
     """The attack matrix for ``robustcam eval`` (also the ``eval:`` section of sweep configs)."""
 
     attacks: list[str] = Field(default_factory=lambda: ["pgd"], description="registered attack names")
-    eps: list[str | float] = Field(default_factory=lambda: _budgets(DEFAULT_EPS), description="Linf, pixel units")
-    eps_l2: list[str | float] = Field(default_factory=lambda: _budgets(DEFAULT_EPS_L2), description="L2 budgets")
+    eps: EpsList = Field(default_factory=lambda: _budgets(DEFAULT_EPS), description="Linf, pixel units")
+    eps_l2: EpsList = Field(default_factory=lambda: _budgets(DEFAULT_EPS_L2), description="L2 budgets")
     backends: list[str] = Field(default_factory=lambda: _torchattacks(), description="attack libraries")
     n: int | None = Field(None, ge=1, description="evaluate a seeded random subset of this size")
     batch_size: int = Field(256, ge=1)
     split: Literal["test", "train"] = "test"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     cascade: bool = True
     sanity: bool = True
     cam_stats: bool = Field(True, description="record negative-CAM statistics of every example")
@@ -361,17 +554,23 @@ class EvalConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        return TrainConfig._check_device(value)
+        return check_device(value)
+
+    @field_validator("attack_params")
+    @classmethod
+    def _check_attack_params(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        problems: list[InitErrorDetails] = []
+        for name, params in values.items():
+            if name not in ATTACKS:
+                problems.append(_problem((name,), ATTACKS.unknown_message(name), params))
+            else:
+                problems += parameter_problems(ATTACKS.get(name), params, what=f"attack {name!r}", loc=(name,))
+        if problems:
+            raise located_error("EvalConfig.attack_params", problems)
+        return values
 
     @model_validator(mode="after")
-    def _check_attack_params(self) -> EvalConfig:
-        for name, params in self.attack_params.items():
-            valid = attack_parameters(ATTACKS.get(name))
-            unknown = sorted(set(params) - set(valid))
-            if unknown:
-                raise ValueError(
-                    f"unknown parameter(s) {', '.join(unknown)} for attack {name!r}; valid: {', '.join(valid) or 'none'}"
-                )
+    def _check_matrix(self) -> EvalConfig:
         for attack in self.build_attacks():
             if not (self.eps if attack.norm == "Linf" else self.eps_l2):
                 flag = "eps" if attack.norm == "Linf" else "eps_l2"
@@ -421,15 +620,15 @@ class EvalConfig(StrictModel):
         return jobs, skipped
 
 
-def load_eval_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> EvalConfig:
-    """Read an eval config (a file that is one, or the ``eval:`` section of a file), apply overrides."""
+def load_eval_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), *, flags: Iterable[FlagSetting] = ()
+) -> EvalConfig:
+    """Read an eval config (a file that is one, or the ``eval:`` section of a file), apply CLI
+    flags and ``--set`` overrides, validate."""
     raw = read_yaml(path) if path is not None else {}
     if "eval" in raw and isinstance(raw["eval"], dict):
         raw = raw["eval"]
-    parsed = [parse_override(text) for text in overrides]
-    apply_overrides(raw, parsed)
+    origins = apply_settings(raw, overrides, flags)
     source = str(path) if path is not None else "defaults"
-    config: EvalConfig = validate_config(
-        EvalConfig, raw, source=source, overridden={".".join(p) for p, _ in parsed}
-    )
+    config: EvalConfig = validate_config(EvalConfig, raw, source=source, overridden=origins)
     return config

@@ -20,7 +20,7 @@ Each loss is a registered factory that returns a ``Loss``: a callable
 
 from __future__ import annotations
 
-import inspect
+import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -28,11 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustcam.errors import ParameterError
 from robustcam.models.base import CAMClassifier, ModelOutput
-from robustcam.registry import Registry
+from robustcam.registry import Registry, build_checked, keyword_parameters
 
 HNCKind = Literal["kd", "mse"]
 HNC_KINDS: tuple[HNCKind, ...] = ("kd", "mse")
+
+
+def _check_range(name: str, value: float, *, low: float, low_inclusive: bool, high: float | None = None) -> None:
+    """Raise ``ParameterError`` unless ``value`` is finite and in the range; NaN would pass every comparison."""
+    above = value >= low if low_inclusive else value > low
+    below = high is None or value < high
+    if not (math.isfinite(value) and above and below):
+        bound = f"{'>=' if low_inclusive else '>'} {low:g}" if high is None else f"in [{low:g}, {high:g})"
+        raise ParameterError(name, f"{name} must be a finite number {bound}, got {value}")
 
 
 class LossResult(NamedTuple):
@@ -167,8 +177,7 @@ class CrossEntropy(Loss):
     name = "ce"
 
     def __init__(self, *, label_smoothing: float = 0.0) -> None:
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        _check_range("label_smoothing", label_smoothing, low=0.0, low_inclusive=True, high=1.0)
         self.label_smoothing = label_smoothing
 
     def __call__(self, output: ModelOutput, target: Tensor) -> LossResult:
@@ -180,8 +189,7 @@ class Focal(Loss):
     name = "focal"
 
     def __init__(self, *, gamma: float = 2.0) -> None:
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        _check_range("gamma", gamma, low=0.0, low_inclusive=True)
         self.gamma = gamma
 
     def __call__(self, output: ModelOutput, target: Tensor) -> LossResult:
@@ -194,8 +202,7 @@ class CAMLoss(Loss):
     needs_cams = True
 
     def __init__(self, *, alpha: float = 1.0) -> None:
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        _check_range("alpha", alpha, low=0.0, low_inclusive=True)
         self.alpha = alpha
         self._head: nn.Linear | None = None
 
@@ -220,13 +227,11 @@ class HNC(Loss):
         self, *, kind: HNCKind = "kd", k: int = 5, temperature: float = 1.0, weight: float = 0.06
     ) -> None:
         if kind not in HNC_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(HNC_KINDS)}, got {kind!r}")
+            raise ParameterError("kind", f"kind must be one of {', '.join(HNC_KINDS)}, got {kind!r}")
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if weight < 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
+            raise ParameterError("k", f"k must be >= 1, got {k}")
+        _check_range("temperature", temperature, low=0.0, low_inclusive=False)
+        _check_range("weight", weight, low=0.0, low_inclusive=True)
         self.kind: HNCKind = kind
         self.k = k
         self.temperature = temperature
@@ -234,9 +239,10 @@ class HNC(Loss):
 
     def check_num_classes(self, num_classes: int) -> None:
         if self.k >= num_classes:
-            raise ValueError(
-                f"hnc k={self.k} must be smaller than the number of classes ({num_classes}); "
-                f"choose k in [1, {num_classes - 1}]"
+            raise ParameterError(
+                "k",
+                f"loss.hnc.k={self.k} must be smaller than the number of classes ({num_classes}); "
+                f"choose k in [1, {num_classes - 1}]",
             )
 
     def __call__(self, output: ModelOutput, target: Tensor) -> LossResult:
@@ -266,23 +272,13 @@ def list_losses() -> list[str]:
 
 def loss_parameters(name: str) -> dict[str, Any]:
     """The keyword parameters of loss ``name`` and their defaults."""
-    signature = inspect.signature(LOSSES.get(name))
-    return {
-        p.name: p.default
-        for p in signature.parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return keyword_parameters(LOSSES.get(name))
 
 
 def build_loss(name: str, **params: Any) -> Loss:
-    """Build loss ``name``; unknown parameters are an error that lists the valid ones."""
-    valid = loss_parameters(name)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for loss {name!r}; valid: {', '.join(valid) or 'none'}"
-        )
-    return LOSSES.get(name)(**params)
+    """Build loss ``name``; unknown parameters and values of the wrong type are an ``InputError``
+    that names them (and lists the valid parameters)."""
+    return build_checked(LOSSES.get(name), params, what=f"loss {name!r}", key=f"loss.{name}")
 
 
 __all__ = [

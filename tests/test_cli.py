@@ -127,6 +127,33 @@ def test_eval_bad_input_is_one_line_and_exit_code_2(
     assert "Traceback" not in err
 
 
+def test_examples_stay_consistent_with_a_batch_size_below_eight(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+    import torch
+
+    out = tmp_path / "small-batches"
+    argv = ["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm", "--eps", "8/255", "--n", "10", "--batch-size", "3",
+            "--no-sanity", "--out", str(out)]  # fmt: skip
+    code, _, _ = _run(argv, capsys)
+    assert code == 0
+    examples = torch.load(out / "examples.pt", weights_only=True)
+    kept = len(examples["images"])
+    assert kept == 3, "the first batch holds 3 samples"
+    assert len(examples["indices"]) == len(examples["labels"]) == len(examples["cams"]) == kept
+    assert all(len(adv["images"]) == kept for adv in examples["adv"].values())
+    evaluated = sorted(pd.read_csv(out / "per_sample.csv")["index"].unique())
+    assert examples["indices"].tolist() == evaluated[:kept]
+
+
+def test_version_and_help_exit_with_code_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["--version"], capsys)
+    assert code == 0 and out.startswith("robustcam ") and not err
+    code, out, _ = _run(["eval", "-h"], capsys)
+    assert code == 0 and "--ckpt" in out
+
+
 def test_eval_of_a_bare_state_dict_needs_an_arch(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

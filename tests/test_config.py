@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from robustcam.config import (
+    FlagSetting,
     TrainConfig,
     config_to_dict,
     dump_yaml,
+    load_eval_config,
     load_train_config,
     parse_override,
 )
@@ -39,9 +42,99 @@ def test_unknown_key_names_the_key_the_file_and_the_valid_keys(tmp_path: Path) -
     assert "\n" not in message
 
 
-def test_override_errors_name_the_override() -> None:
-    with pytest.raises(ConfigError, match=r"--set epochs: epochs: Input should be greater than or equal to 1"):
+def test_override_errors_name_the_override_and_the_value() -> None:
+    with pytest.raises(ConfigError, match=r"^--set epochs: 0 is not >= 1$"):
         load_train_config(None, ["epochs=0"])
+
+
+def test_a_value_given_as_a_flag_is_reported_as_that_flag() -> None:
+    with pytest.raises(ConfigError, match=r"^--epochs: 0 is not >= 1$"):
+        load_train_config(None, flags=[FlagSetting("--epochs", "epochs", 0)])
+    with pytest.raises(ConfigError, match=r"^--lr: inf is not a finite number$"):
+        load_train_config(None, flags=[FlagSetting("--lr", "optimizer.lr", float("inf"))])
+
+
+def test_a_set_override_wins_over_a_flag_and_is_named_instead() -> None:
+    config = load_train_config(None, ["epochs=4"], flags=[FlagSetting("--epochs", "epochs", 9)])
+    assert config.epochs == 4
+    with pytest.raises(ConfigError, match=r"^--set epochs: 0 is not >= 1$"):
+        load_train_config(None, ["epochs=0"], flags=[FlagSetting("--epochs", "epochs", 3)])
+
+
+def test_errors_from_a_file_name_the_file_and_the_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "optimizer:\n  lr: .nan\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: optimizer.lr: nan is not a finite number$"):
+        load_train_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("loss.focal.gamma=abc", "--set loss.focal.gamma: 'abc' is not a number"),
+        ("loss.focal.gamma=-1", "--set loss.focal.gamma: gamma must be a finite number >= 0, got -1"),
+        ("loss.focal.gamma=.inf", "--set loss.focal.gamma: inf is not a finite number"),
+        ("loss.hnc.k=2.5", "--set loss.hnc.k: 2.5 is not an integer"),
+        ("loss.hnc.k=0", "--set loss.hnc.k: k must be >= 1, got 0"),
+        ("loss.hnc.kind=l1", "--set loss.hnc.kind: 'l1' is not one of 'kd' or 'mse'"),
+        ("loss.hnc.weight=.nan", "--set loss.hnc.weight: nan is not a finite number"),
+        ("loss.ce.label_smoothing=1", "label_smoothing must be a finite number in [0, 1), got 1"),
+        ("loss.cam_loss.alpha=yes", "--set loss.cam_loss.alpha: True is not a number"),
+        ("loss.focal=3", "--set loss.focal: must be a mapping of parameters, got 3"),
+        ("optimizer.lr=.inf", "--set optimizer.lr: inf is not a finite number"),
+        ("optimizer.weight_decay=.nan", "--set optimizer.weight_decay: nan is not a finite number"),
+        ("optimizer.momentum=1", "--set optimizer.momentum: 1 is not < 1"),
+        ("schedule.gamma=-.inf", "--set schedule.gamma: -inf is not a finite number"),
+        ("optimizer={lr: .inf}", "--set optimizer: optimizer.lr: inf is not a finite number"),
+        ("epochs=ten", "--set epochs: 'ten' is not an integer"),
+        ("amp=bf17", "--set amp: 'bf17' is not one of 'auto', 'none', 'bf16' or 'fp16'"),
+        ("seed=-1", "--set seed: -1 is not >= 0"),
+        ("deterministic=maybe", "--set deterministic: 'maybe' is not a boolean (true or false)"),
+        ("schedule.milestones=[1, x]", "schedule.milestones[1]: 'x' is not an integer"),
+    ],
+)
+def test_values_are_typed_and_checked_where_they_enter(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(None, [override])
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_noise_rate_must_be_finite() -> None:
+    with pytest.raises(ConfigError, match=r"--set noise.rate: nan is not a finite number"):
+        load_train_config(None, ["noise.kind=symmetric", "noise.rate=.nan"])
+
+
+def test_dataset_options_are_typed_against_the_loader() -> None:
+    with pytest.raises(ConfigError, match=r"^--set data.options.canvas: 'abc' is not an integer$"):
+        load_train_config(None, ["data.name=digits_scene", "data.options.canvas=abc"])
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) canvs for dataset 'digits_scene'; valid: canvas"):
+        load_train_config(None, ["data.name=digits_scene", "data.options.canvs=40"])
+    with pytest.raises(ConfigError, match="root is not a dataset option: set data.root instead"):
+        load_train_config(None, ["data.options.root=/tmp"])
+    assert load_train_config(None, ["data.name=digits_scene", "data.options.digit_size=[12, 20]"]).data.options
+
+
+@pytest.mark.parametrize(
+    ("flags", "overrides", "expected"),
+    [
+        ([FlagSetting("--eps-l2", "eps_l2", ["nan"])], [], "--eps-l2: eps must be a finite number, got nan"),
+        ([FlagSetting("--eps", "eps", ["inf"])], [], "--eps: eps must be a finite number, got inf"),
+        ([FlagSetting("--attack-param pgd.step_factor", "attack_params.pgd.step_factor", float("nan"))], [],
+         "--attack-param pgd.step_factor: nan is not a finite number"),
+        ([], ["attack_params.pgd.steps=abc"], "--set attack_params.pgd.steps: 'abc' is not an integer"),
+        ([], ["attack_params.pgd.step_factor=-1"], "step_factor must be a finite number > 0, got -1"),
+        ([], ["attack_params.cw.c=.inf", "attacks=[cw]"], "--set attack_params.cw.c: inf is not a finite number"),
+        ([], ["attack_params.apgd.loss=hinge"], "--set attack_params.apgd.loss: loss must be one of ce, dlr"),
+        ([], ["attack_params.pgdd.steps=3"], "unknown attack 'pgdd' (did you mean 'pgd'?)"),
+        ([], ["n=0"], "--set n: 0 is not >= 1"),
+    ],
+)  # fmt: skip
+def test_eval_values_are_typed_and_name_their_flag(
+    flags: list[FlagSetting], overrides: list[str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_eval_config(None, overrides, flags=flags)
+    assert expected in str(info.value)
 
 
 def test_overrides_win_over_the_file_and_parse_as_yaml(tmp_path: Path) -> None:

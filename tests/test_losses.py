@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustcam.errors import ParameterError
 from robustcam.losses import (
     LOSSES,
     build_loss,
@@ -165,7 +166,38 @@ def test_combined_losses_add_their_weighted_parts(tiny_model: CAMClassifier) -> 
 def test_build_loss_rejects_unknown_parameters_and_values() -> None:
     with pytest.raises(ValueError, match="unknown parameter.*gama.*valid: gamma"):
         build_loss("focal", gama=2)
-    with pytest.raises(ValueError, match="kind must be one of kd, mse"):
+    with pytest.raises(ValueError, match="loss.hnc.kind: 'l1' is not one of 'kd' or 'mse'"):
         build_loss("hnc", kind="l1")
     with pytest.raises(ValueError, match="did you mean 'focal'"):
         build_loss("focall")
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [
+        ("focal", {"gamma": "abc"}, "loss.focal.gamma: 'abc' is not a number"),
+        ("focal", {"gamma": float("nan")}, "loss.focal.gamma: nan is not a finite number"),
+        ("hnc", {"k": 2.5}, "loss.hnc.k: 2.5 is not an integer"),
+        ("hnc", {"k": True}, "loss.hnc.k: True is not an integer"),
+        ("hnc", {"weight": float("inf")}, "loss.hnc.weight: inf is not a finite number"),
+        ("cam_loss", {"alpha": -1.0}, "alpha must be a finite number >= 0, got -1.0"),
+        ("ce", {"label_smoothing": 1.0}, r"label_smoothing must be a finite number in \[0, 1\), got 1.0"),
+    ],
+)
+def test_parameters_are_typed_and_finite(name: str, params: dict[str, object], expected: str) -> None:
+    with pytest.raises(ParameterError, match=expected) as info:
+        build_loss(name, **params)
+    assert info.value.parameter == next(iter(params))
+
+
+def test_constructors_refuse_nan_that_passes_every_comparison() -> None:
+    from robustcam.losses import HNC, Focal
+
+    with pytest.raises(ParameterError, match="gamma must be a finite number >= 0, got nan"):
+        Focal(gamma=float("nan"))
+    with pytest.raises(ParameterError, match="temperature must be a finite number > 0, got nan"):
+        HNC(temperature=float("nan"))
+
+
+def test_an_int_for_a_float_parameter_is_kept_as_given() -> None:
+    assert build_loss("focal", gamma=1).params() == {"gamma": 1}

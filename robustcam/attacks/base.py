@@ -18,7 +18,6 @@ The kind of an attack is its type, so the eps loop of each kind is written once:
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from abc import ABC, abstractmethod
@@ -29,8 +28,8 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from robustcam.errors import RobustcamError
-from robustcam.registry import Registry
+from robustcam.errors import InputError, RobustcamError
+from robustcam.registry import Registry, build_checked, keyword_parameters
 
 Norm = Literal["Linf", "L2"]
 NORMS: tuple[Norm, ...] = ("Linf", "L2")
@@ -180,23 +179,13 @@ def attack_class(name: str) -> type[Attack]:
 
 def attack_parameters(factory: Callable[..., Any]) -> dict[str, Any]:
     """Keyword-only parameters of an attack class and their defaults."""
-    return {
-        p.name: p.default
-        for p in inspect.signature(factory).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return keyword_parameters(factory)
 
 
 def build_attack(name: str, **params: Any) -> Attack:
-    """Build a registered attack; unknown parameters list the valid ones."""
-    factory = ATTACKS.get(name)
-    valid = attack_parameters(factory)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for attack {name!r}; valid: {', '.join(valid) or 'none'}"
-        )
-    return factory(**params)
+    """Build a registered attack; unknown parameters (listing the valid ones) and values of the
+    wrong type (typed by the class's annotations) are an ``InputError``."""
+    return build_checked(ATTACKS.get(name), params, what=f"attack {name!r}", key=name)
 
 
 # --------------------------------------------------------------------------- eps
@@ -210,12 +199,12 @@ def parse_eps(value: str | float) -> float:
     if re.fullmatch(r"[+-]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?", text):
         numerator, denominator = (part.strip() for part in text.split("/"))
         if float(denominator) == 0:
-            raise ValueError(f"eps {text!r} divides by zero")
+            raise InputError(f"eps {text!r} divides by zero")
         return float(Fraction(numerator) / Fraction(denominator))
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"eps {text!r} is not a number or a fraction such as 8/255") from None
+        raise InputError(f"eps {text!r} is not a number or a fraction such as 8/255") from None
 
 
 def parse_eps_list(values: str | Sequence[str | float] | None, *, norm: Norm) -> list[float]:
@@ -230,11 +219,11 @@ def parse_eps_list(values: str | Sequence[str | float] | None, *, norm: Norm) ->
     parsed = [parse_eps(item) for item in items]
     for eps in parsed:
         if not math.isfinite(eps):  # NaN compares false with everything and would pass every check below
-            raise ValueError(f"eps must be a finite number, got {eps:g}")
+            raise InputError(f"eps must be a finite number, got {eps:g}")
         if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps:g}")
+            raise InputError(f"eps must be >= 0, got {eps:g}")
         if norm == "Linf" and eps > 1:
-            raise ValueError(f"Linf eps must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {eps:g}")
+            raise InputError(f"Linf eps must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {eps:g}")
     return sorted(set(parsed))
 
 

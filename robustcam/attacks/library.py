@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from robustcam.attacks.base import BoundedAttack, BuildContext, Builder, MinimalAttack, Norm, register_attack
+from robustcam.errors import ParameterError
 
 
 def _torchattacks() -> Any:
@@ -34,12 +35,12 @@ def _eps(attack: BoundedAttack, context: BuildContext) -> float:
 
 def _positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):  # NaN and inf would silently disable an attack
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        raise ParameterError(name, f"{name} must be a finite number > 0, got {value}")
 
 
 def _at_least_one(name: str, value: int) -> None:
     if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+        raise ParameterError(name, f"{name} must be an integer >= 1, got {value}")
 
 
 # --------------------------------------------------------------------------- FGSM
@@ -140,7 +141,7 @@ class CW(MinimalAttack):
     def __init__(self, *, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01) -> None:
         _positive("c", c)
         if not (math.isfinite(kappa) and kappa >= 0):
-            raise ValueError(f"kappa must be a finite number >= 0, got {kappa}")
+            raise ParameterError("kappa", f"kappa must be a finite number >= 0, got {kappa}")
         _at_least_one("steps", steps)
         _positive("lr", lr)
         self.c = c
@@ -172,7 +173,7 @@ class APGD(BoundedAttack):
         _at_least_one("steps", steps)
         _at_least_one("restarts", restarts)
         if loss not in ("ce", "dlr"):
-            raise ValueError(f"loss must be one of ce, dlr, got {loss!r}")
+            raise ParameterError("loss", f"loss must be one of ce, dlr, got {loss!r}")
         self.steps = steps
         self.restarts = restarts
         self.loss = loss
@@ -196,5 +197,5 @@ class AutoAttack(BoundedAttack):
 
     def __init__(self, *, version: str = "standard") -> None:
         if version not in ("standard", "plus", "rand"):
-            raise ValueError(f"version must be one of standard, plus, rand, got {version!r}")
+            raise ParameterError("version", f"version must be one of standard, plus, rand, got {version!r}")
         self.version = version

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from robustcam.errors import InputError
+
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 
@@ -65,6 +67,17 @@ def check_pixel_range(images: Tensor, *, what: str = "images") -> None:
         )
 
 
+def check_label_range(labels: Tensor, num_classes: int, *, source: str) -> None:
+    """Raise ``InputError`` naming ``source`` and the first label outside [0, num_classes)."""
+    outside = (labels < 0) | (labels >= num_classes)
+    if labels.numel() and bool(outside.any()):
+        position = int(outside.nonzero()[0, 0])
+        raise InputError(
+            f"{source}: label {int(labels[position])} at position {position} is outside [0, {num_classes - 1}] "
+            f"for {num_classes} classes"
+        )
+
+
 class ImageDataset(Dataset[tuple[Tensor, int]], ABC):
     """Base class: ``dataset[i] -> (image (C, H, W) float in [0, 1], label)``.
 
@@ -95,11 +108,10 @@ class ImageDataset(Dataset[tuple[Tensor, int]], ABC):
         """The same images with other labels (a per-sample label override, e.g. noisy labels)."""
         new_targets = torch.as_tensor(targets, dtype=torch.long)
         if new_targets.shape != self.targets.shape:
-            raise ValueError(
+            raise InputError(
                 f"label override has shape {tuple(new_targets.shape)}, dataset has {tuple(self.targets.shape)}"
             )
-        if len(new_targets) and (new_targets.min() < 0 or new_targets.max() >= self.info.num_classes):
-            raise ValueError(f"label override has labels outside [0, {self.info.num_classes - 1}]")
+        check_label_range(new_targets, self.info.num_classes, source=f"label override for {self.info.name}")
         clone = copy_dataset(self)
         clone.targets = new_targets
         return clone

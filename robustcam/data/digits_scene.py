@@ -30,6 +30,7 @@ from torch import Tensor
 from robustcam.data.base import SPLITS, DatasetInfo, TensorImageDataset, channel_stats
 from robustcam.data.digits import DIGIT_CLASS_NAMES, digit_images, digits_split
 from robustcam.data.registry import register_dataset
+from robustcam.errors import InputError
 
 # The 8x8 source digits are bilinearly resized; anything below this size loses the strokes.
 MIN_DIGIT_SIDE = 6
@@ -56,10 +57,11 @@ class DigitScenes(NamedTuple):
 def _pair(value: float | Sequence[float], argument: str) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return float(value), float(value)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+    numbers = isinstance(value, Sequence) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if numbers and not isinstance(value, str) and len(value) == 2:
         low, high = (float(v) for v in value)
         return low, high
-    raise ValueError(f"{argument} must be a number or a (low, high) pair, got {value!r}")
+    raise InputError(f"{argument} must be a number or a (low, high) pair, got {value!r}")
 
 
 def ink_box(pixels: np.ndarray) -> np.ndarray:
@@ -140,24 +142,24 @@ def render_digit_scenes(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(canvas, int) or isinstance(canvas, bool) or canvas < MIN_DIGIT_SIDE:
-        raise ValueError(f"canvas must be an int >= {MIN_DIGIT_SIDE}, got {canvas!r}")
+        raise InputError(f"canvas must be an int >= {MIN_DIGIT_SIDE}, got {canvas!r}")
     size_low, size_high = _pair(digit_size, "digit_size")
     if not (
         size_low.is_integer() and size_high.is_integer() and MIN_DIGIT_SIDE <= size_low <= size_high <= canvas
     ):
-        raise ValueError(
+        raise InputError(
             f"digit_size must be whole numbers with {MIN_DIGIT_SIDE} <= low <= high <= canvas ({canvas}), "
             f"got {digit_size!r}"
         )
     if not 0.0 <= distractor_prob <= 1.0:
-        raise ValueError(f"distractor_prob must lie in [0, 1], got {distractor_prob!r}")
+        raise InputError(f"distractor_prob must lie in [0, 1], got {distractor_prob!r}")
     intensity_low, intensity_high = _pair(distractor_intensity, "distractor_intensity")
     if not 0.0 < intensity_low <= intensity_high <= 1.0:
-        raise ValueError(
+        raise InputError(
             f"distractor_intensity must satisfy 0 < low <= high <= 1, got {distractor_intensity!r}"
         )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise InputError(f"seed must be a non-negative int, got {seed!r}")
 
     small, labels = digit_images(8)  # the untouched 8x8 originals, scaled to [0, 1]
     train_idx, test_idx = digits_split(test_fraction, split_seed)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from robustcam.data.base import SPLITS, DatasetInfo, ImageDataset
 from robustcam.data.registry import register_dataset
-from robustcam.errors import DatasetNotFoundError
+from robustcam.errors import DatasetNotFoundError, InputError
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -47,7 +47,7 @@ def _image_size(value: int | Sequence[int]) -> tuple[int, int]:
         and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
     ):
         return int(value[0]), int(value[1])
-    raise ValueError(f"image_size must be a positive int or a (height, width) pair of them, got {value!r}")
+    raise InputError(f"image_size must be a positive int or a (height, width) pair of them, got {value!r}")
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -100,7 +100,7 @@ def stratified_split(labels: Sequence[int], test_fraction: float, seed: int) -> 
     image goes to train. Deterministic for a given ``seed`` and label order.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+        raise InputError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
     label_array = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
     train: list[np.ndarray] = []
@@ -187,7 +187,7 @@ def imagefolder(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if path is None:
-        raise ValueError("imagefolder needs the option path (a folder of class subfolders of images)")
+        raise InputError("imagefolder needs the option path (a folder of class subfolders of images): set data.options.path")
     size = _image_size(image_size)
     folder = _resolve(path, root)
     if not folder.is_dir():

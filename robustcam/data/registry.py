@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from robustcam.data.base import SPLITS, ImageDataset, default_data_root
-from robustcam.registry import Registry
+from robustcam.registry import Registry, build_checked
 
 DatasetFactory = Callable[..., ImageDataset]
 
@@ -34,10 +34,13 @@ def load_dataset(
     """Load split ``train`` or ``test`` of a registered dataset.
 
     ``root`` is where file-backed datasets live (default: ``$ROBUSTCAM_DATA`` or
-    ``~/.robustcam/data``); ``download`` fetches missing files only when asked.
+    ``~/.robustcam/data``); ``download`` fetches missing files only when asked. ``options``
+    are typed against the loader's keyword-only arguments: an unknown one or a value of the
+    wrong type is an ``InputError`` naming it.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     factory = DATASETS.get(name)
     data_root = Path(root).expanduser() if root is not None else default_data_root()
-    return factory(split, root=data_root, download=download, **options)
+    fixed = {"root": data_root, "download": download}
+    return build_checked(factory, options, what=f"dataset {name!r}", key="data.options", args=(split,), fixed=fixed)

@@ -4,7 +4,8 @@ The files are the ones ``torchvision.datasets`` downloads, in the same layout
 under ``root``::
 
     MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
-    FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+        (or torchvision's older MNIST/processed/{training,test}.pt)
+    FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]  (or processed/ likewise)
     cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}
     cifar-100-python/{train,test,meta}
     svhn/{train,test}_32x32.mat
@@ -63,6 +64,8 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+# what torchvision before 0.8 wrote next to raw/ (and older copies of the datasets still hold)
+PROCESSED_FILES = {"train": "training.pt", "test": "test.pt"}
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 CIFAR100_FOLDER = "cifar-100-python"
@@ -83,9 +86,14 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
-def missing_dataset_error(name: str, path: Path, *, alternative: Path | None = None) -> DatasetNotFoundError:
-    """The one-line error for a dataset file or folder that is not at ``path`` (nor at ``alternative``)."""
+def missing_dataset_error(
+    name: str, path: Path, *, alternative: Path | None = None, processed: Path | None = None
+) -> DatasetNotFoundError:
+    """The one-line error for a dataset file or folder that is not at ``path`` (nor at ``alternative``,
+    nor in torchvision's older ``processed`` layout)."""
     looked = f"{path} (or {alternative})" if alternative is not None else str(path)
+    if processed is not None:
+        looked += f", or {processed}"
     return DatasetNotFoundError(
         f"{name} not found: looked for {looked}; run with --download (download=True) to fetch it, "
         f"put the files at that path, or point ROBUSTCAM_DATA / --data-root at a folder that holds them"
@@ -152,6 +160,51 @@ def _idx_path(raw_dir: Path, filename: str) -> Path | None:
     return None
 
 
+def check_labels(name: str, path: Path, labels: np.ndarray, num_classes: int, *, what: str = "label") -> None:
+    """Raise the corrupt-file error naming ``path`` and the first label outside [0, num_classes)."""
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if outside.size:
+        first = int(outside[0])
+        raise corrupt_file_error(
+            name, path, f"{what} {int(labels[first])} at position {first} outside [0, {num_classes - 1}]"
+        )
+
+
+def read_processed_file(path: Path, *, name: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
+    """Read torchvision's legacy ``processed/{training,test}.pt``: a ``torch.save`` of the pair
+    (uint8 images (N, H, W), integer labels (N,)). Loaded with ``weights_only=True``, so the file
+    can hold tensors and containers only and runs no code."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refusals, truncated zips, ... all mean "not a processed file"
+        raise corrupt_file_error(name, path, f"{type(exc).__name__}: {exc}") from exc
+    pair = isinstance(content, (tuple, list)) and len(content) == 2
+    if not pair or not all(isinstance(part, torch.Tensor) for part in content):
+        raise corrupt_file_error(name, path, f"holds a {type(content).__name__}, expected an (images, labels) "
+                                             "pair of tensors")  # fmt: skip
+    images, labels = content
+    if images.dtype != torch.uint8 or images.ndim != 3:
+        raise corrupt_file_error(name, path, f"images are {images.dtype} {tuple(images.shape)}, expected uint8 (N, H, W)")
+    if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise corrupt_file_error(name, path, f"labels are {labels.dtype} {tuple(labels.shape)}, expected integers (N,)")
+    return images.numpy(), labels.numpy().astype(np.int64)
+
+
+def _read_mnist_files(name: str, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, Path, Path] | None:
+    """(images, labels, image file, label file) from ``raw/`` idx files, else from ``processed/``;
+    None when neither layout has this split."""
+    raw_dir = folder / "raw"
+    image_path, label_path = (_idx_path(raw_dir, filename) for filename in IDX_FILES[split])
+    if image_path is not None and label_path is not None:
+        images = read_idx_file(image_path, ndim=3, name=name)
+        return images, read_idx_file(label_path, ndim=1, name=name).astype(np.int64), image_path, label_path
+    processed = folder / "processed" / PROCESSED_FILES[split]
+    if processed.is_file():
+        images, labels = read_processed_file(processed, name=name)
+        return images, labels, processed, processed
+    return None
+
+
 def _idx_dataset(
     name: str,
     folder: str,
@@ -162,9 +215,8 @@ def _idx_dataset(
     torchvision_class: str,
 ) -> TensorImageDataset:
     _check_split(split)
-    raw_dir = root / folder / "raw"
-    image_name, label_name = IDX_FILES[split]
-    if download and (_idx_path(raw_dir, image_name) is None or _idx_path(raw_dir, label_name) is None):
+    found = _read_mnist_files(name, root / folder, split)
+    if found is None and download:
 
         def fetch() -> object:
             import torchvision.datasets
@@ -174,29 +226,20 @@ def _idx_dataset(
             )
 
         _download(name, root, fetch)
-    paths = []
-    for filename in (image_name, label_name):
-        path = _idx_path(raw_dir, filename)
-        if path is None:
-            raise missing_dataset_error(name, raw_dir / filename, alternative=raw_dir / f"{filename}.gz")
-        paths.append(path)
-    images = read_idx_file(paths[0], ndim=3, name=name)
-    labels = read_idx_file(paths[1], ndim=1, name=name)
+        found = _read_mnist_files(name, root / folder, split)
+    if found is None:
+        raw_dir, (image_name, _) = root / folder / "raw", IDX_FILES[split]
+        raise missing_dataset_error(name, raw_dir / image_name, alternative=raw_dir / f"{image_name}.gz",
+                                    processed=root / folder / "processed" / PROCESSED_FILES[split])  # fmt: skip
+    images, labels, image_path, label_path = found
     if images.shape[0] != labels.shape[0]:
-        raise corrupt_file_error(name, paths[1], f"{labels.shape[0]} labels for {images.shape[0]} images")
+        raise corrupt_file_error(name, label_path, f"{labels.shape[0]} labels for {images.shape[0]} images")
     if images.shape[1:] != info.input_shape[1:]:
         raise corrupt_file_error(
-            name, paths[0], f"images of size {images.shape[1:]}, expected {info.input_shape[1:]}"
+            name, image_path, f"images of size {images.shape[1:]}, expected {info.input_shape[1:]}"
         )
-    if labels.size and int(labels.max()) >= info.num_classes:
-        raise corrupt_file_error(
-            name, paths[1], f"label {int(labels.max())} outside [0, {info.num_classes - 1}]"
-        )
-    return TensorImageDataset(
-        torch.from_numpy(images.copy()).unsqueeze(1),
-        torch.from_numpy(labels.astype(np.int64)),
-        info,
-    )
+    check_labels(name, label_path, labels, info.num_classes)
+    return TensorImageDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels), info)
 
 
 @register_dataset("mnist")
@@ -323,8 +366,7 @@ def _labels(
     labels = np.asarray(values, dtype=np.int64).reshape(-1)
     if labels.shape[0] != count:
         raise corrupt_file_error(name, path, f"{labels.shape[0]} {key} for {count} images")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise corrupt_file_error(name, path, f"{key} outside [0, {num_classes - 1}]")
+    check_labels(name, path, labels, num_classes, what=key)
     return labels
 
 
@@ -456,8 +498,10 @@ def read_svhn_mat(path: Path, *, name: str = "svhn") -> tuple[np.ndarray, np.nda
         described = labels.shape if isinstance(labels, np.ndarray) else "missing"
         raise corrupt_file_error(name, path, f"'y' is {described}, expected ({images.shape[3]}, 1)")
     targets = labels.astype(np.int64).reshape(-1)
-    if targets.size and (targets.min() < 1 or targets.max() > 10):
-        raise corrupt_file_error(name, path, "labels outside 1..10")
+    outside = np.flatnonzero((targets < 1) | (targets > 10))
+    if outside.size:  # SVHN writes the digit 0 as 10
+        first = int(outside[0])
+        raise corrupt_file_error(name, path, f"label {int(targets[first])} at position {first} outside 1..10")
     if images.dtype != np.uint8:
         raise corrupt_file_error(name, path, f"'X' has dtype {images.dtype}, expected uint8")
     return np.ascontiguousarray(images.transpose(3, 2, 0, 1)), targets % 10

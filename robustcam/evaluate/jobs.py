@@ -108,8 +108,9 @@ def clean_pass(context: EvalContext, *, probe: bool) -> CleanPass:
             clean.values.setdefault(key, torch.empty(total, dtype=value.dtype))[rows] = value
         clean.labels[rows] = batch.labels.cpu()
         if index == 0 and context.keep_examples:
+            # the first batch may hold fewer than EXAMPLE_COUNT samples (a small --batch-size)
             clean.examples = clean_record(context.measurer, batch.images[:EXAMPLE_COUNT],
-                                          batch.labels[:EXAMPLE_COUNT], context.positions[:EXAMPLE_COUNT])  # fmt: skip
+                                          batch.labels[:EXAMPLE_COUNT], context.positions[rows][:EXAMPLE_COUNT])  # fmt: skip
         context.progress.on_job_advance(CLEAN_JOB, rows.stop)
     context.progress.on_job_end(CLEAN_JOB)
     return clean

@@ -1,7 +1,7 @@
 """Argument checks shared by the label-noise models, and the error for bad noise files.
 
-Every check raises a one-line ``ValueError`` (or ``TypeError``) that names the
-argument and the values it accepts, so the CLI can print it as it is.
+Every check raises a one-line ``InputError`` (a ``ValueError`` too) that names the
+argument, the bad value and the values it accepts, so the CLI can print it as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robustcam.errors import RobustcamError
+from robustcam.errors import InputError, RobustcamError
 
 Convention = Literal["other", "uniform"]
 CONVENTIONS: tuple[Convention, ...] = ("other", "uniform")
@@ -40,35 +40,35 @@ def one_line(text: object) -> str:
 
 
 def check_choice(name: str, value: object, choices: tuple[T, ...]) -> T:
-    """``value`` if it is one of ``choices``; else a ``ValueError`` that lists them."""
+    """``value`` if it is one of ``choices``; else an ``InputError`` that lists them."""
     for choice in choices:
         if value == choice:
             return choice
-    raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_num_classes(num_classes: object) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        raise InputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     return int(num_classes)
 
 
 def check_rate(rate: object, *, kind: str) -> float:
     """A noise rate: a finite number in [0, 1]."""
     if rate is None:
-        raise ValueError(f"rate is required for noise kind {kind!r} (a number in [0, 1])")
+        raise InputError(f"rate is required for noise kind {kind!r} (a number in [0, 1])")
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
-        raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
+        raise InputError(f"rate must be a number in [0, 1], got {rate!r}")
     value = float(rate)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"rate must be in [0, 1], got {rate!r}")
+        raise InputError(f"rate must be in [0, 1], got {rate!r}")
     return value
 
 
 def check_seed(seed: object) -> int:
     """A seed for ``numpy.random.SeedSequence``: a non-negative integer."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -77,9 +77,9 @@ def check_class_index(name: str, value: object, num_classes: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be a class index in [0, {num_classes - 1}], got {value!r}")
+        raise InputError(f"{name} must be a class index in [0, {num_classes - 1}], got {value!r}")
     if not 0 <= int(value) < num_classes:
-        raise ValueError(f"{name} {int(value)} is outside [0, {num_classes - 1}] for {num_classes} classes")
+        raise InputError(f"{name} {int(value)} is outside [0, {num_classes - 1}] for {num_classes} classes")
     return int(value)
 
 
@@ -90,12 +90,12 @@ def as_label_array(labels: Labels, *, num_classes: int, name: str = "labels") ->
     else:
         array = np.asarray(labels)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(array.shape)}")
+        raise InputError(f"{name} must be 1-D, got shape {tuple(array.shape)}")
     if array.size and not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
-        raise TypeError(f"{name} must hold integer class indices, got dtype {array.dtype}")
+        raise InputError(f"{name} must hold integer class indices, got dtype {array.dtype}")
     array = array.astype(np.int64, copy=True)
     if array.size and (array.min() < 0 or array.max() >= num_classes):
-        raise ValueError(
+        raise InputError(
             f"{name} must lie in [0, {num_classes - 1}] for {num_classes} classes, "
             f"got values in [{int(array.min())}, {int(array.max())}]"
         )
@@ -104,9 +104,9 @@ def as_label_array(labels: Labels, *, num_classes: int, name: str = "labels") ->
 
 def as_path(path: object, *, what: str) -> Path:
     if path is None:
-        raise ValueError(f"{what} needs path= (a file)")
+        raise InputError(f"{what} needs path= (a file)")
     if not isinstance(path, (str, Path)):
-        raise ValueError(f"path must be a file path, got {path!r}")
+        raise InputError(f"path must be a file path, got {path!r}")
     resolved = Path(path).expanduser()
     if not resolved.is_file():
         raise NoiseFileError(f"{what} file {resolved} does not exist")

@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 from torch import Tensor
 
+from robustcam.errors import InputError
 from robustcam.noise.checks import check_class_index
 from robustcam.registry import Registry
 
@@ -76,7 +77,7 @@ def datasets_with_class_maps() -> list[str]:
 
 def _check_count(dataset: str, num_classes: int, expected: int) -> None:
     if num_classes != expected:
-        raise ValueError(
+        raise InputError(
             f"the asymmetric class map of {dataset} is for {expected} classes, got num_classes={num_classes}"
         )
 
@@ -102,7 +103,7 @@ def cifar100_class_map(num_classes: int, *, coarse_labels: np.ndarray | None = N
     """CIFAR-100 (Patrini et al. 2017): the next fine class of the same superclass, cyclically."""
     _check_count("cifar100", num_classes, 100)
     if coarse_labels is None:
-        raise ValueError(
+        raise InputError(
             "asymmetric noise on cifar100 flips each class to the next class of its superclass and needs "
             "coarse_labels= (the superclass of each fine class, e.g. CIFAR100Dataset.fine_to_coarse())"
         )
@@ -116,15 +117,15 @@ def check_coarse_labels(coarse_labels: Tensor | np.ndarray | list[int], *, num_c
     else:
         array = np.asarray(coarse_labels)
     if array.ndim != 1 or array.shape[0] != num_classes:
-        raise ValueError(
+        raise InputError(
             f"coarse_labels must give the superclass of each of the {num_classes} classes (length {num_classes}), "
             f"got shape {tuple(array.shape)}; for per-sample coarse targets use coarse_labels_from_targets()"
         )
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"coarse_labels must be integers, got dtype {array.dtype}")
+        raise InputError(f"coarse_labels must be integers, got dtype {array.dtype}")
     array = array.astype(np.int64)
     if array.size and array.min() < -1:
-        raise ValueError(f"coarse_labels must be >= 0 (or -1 for a class of unknown superclass), got {array.min()}")
+        raise InputError(f"coarse_labels must be >= 0 (or -1 for a class of unknown superclass), got {array.min()}")
     return array
 
 
@@ -144,18 +145,20 @@ def coarse_labels_from_targets(
         coarse_targets.cpu() if isinstance(coarse_targets, Tensor) else coarse_targets
     ).astype(np.int64)
     if fine.shape != coarse.shape or fine.ndim != 1:
-        raise ValueError(
+        raise InputError(
             f"fine and coarse targets must be 1-D of the same length, got {fine.shape} and {coarse.shape}"
         )
     if fine.size and (fine.min() < 0 or fine.max() >= num_classes):
-        raise ValueError(f"fine targets must lie in [0, {num_classes - 1}]")
+        raise InputError(
+            f"fine targets must lie in [0, {num_classes - 1}], got values in [{int(fine.min())}, {int(fine.max())}]"
+        )
     mapping = np.full(num_classes, -1, dtype=np.int64)
     mapping[fine] = coarse
     disagree = np.flatnonzero(mapping[fine] != coarse)
     if disagree.size:
         cls = int(fine[disagree[0]])
         seen = sorted({int(c) for c in coarse[fine == cls]})
-        raise ValueError(f"fine class {cls} appears with several superclasses {seen}; not a fine -> coarse mapping")
+        raise InputError(f"fine class {cls} appears with several superclasses {seen}; not a fine -> coarse mapping")
     return mapping
 
 
@@ -185,17 +188,17 @@ def check_class_map(class_map: Mapping[object, object], *, num_classes: int) -> 
     Keys may be strings of integers (how JSON writes int keys).
     """
     if not isinstance(class_map, Mapping):
-        raise ValueError(f"class_map must be a mapping {{source: destination}}, got {type(class_map).__name__}")
+        raise InputError(f"class_map must be a mapping {{source: destination}}, got {type(class_map).__name__}")
     if not class_map:
-        raise ValueError("class_map is empty; give at least one {source: destination} pair")
+        raise InputError("class_map is empty; give at least one {source: destination} pair")
     checked: ClassMap = {}
     for source, destination in class_map.items():
         src = check_class_index("class_map source", source, num_classes)
         dst = check_class_index(f"class_map destination of {src}", destination, num_classes)
         if src in checked:
-            raise ValueError(f"class_map gives class {src} twice")
+            raise InputError(f"class_map gives class {src} twice")
         if src == dst:
-            raise ValueError(f"class_map maps class {src} to itself")
+            raise InputError(f"class_map maps class {src} to itself")
         checked[src] = dst
     return checked
 
@@ -212,11 +215,11 @@ def class_map_for(
         return check_class_map(class_map, num_classes=num_classes)
     with_maps = ", ".join(datasets_with_class_maps())
     if dataset is None:
-        raise ValueError(
+        raise InputError(
             f"asymmetric noise needs dataset= (one with a class map: {with_maps}) or class_map={{source: destination}}"
         )
     if dataset not in CLASS_MAPS:
-        raise ValueError(
+        raise InputError(
             f"dataset {dataset!r} has no asymmetric class map (datasets with maps: {with_maps}); "
             f"pass class_map={{source: destination}}"
         )

@@ -7,7 +7,10 @@ annotation set, in the order of the CIFAR training split:
 
 - ``CIFAR-10_human.pt``: ``clean_label``, ``aggre_label`` (majority vote, ~9%
   wrong), ``worse_label`` (~40% wrong), ``random_label1..3`` (~17% wrong).
-- ``CIFAR-100_human.pt``: ``clean_label``, ``noisy_label`` (~40% wrong).
+- ``CIFAR-100_human.pt``: ``clean_label``, ``noisy_label`` (~40% wrong), and the
+  same for the 20 superclasses: ``clean_coarse_label``, ``noisy_coarse_label``.
+  Those fit a 20-class dataset only; for CIFAR-100's 100 classes they are refused
+  (every label would count as flipped).
 
 Human noise is a per-sample label replacement, not a transition matrix; the
 realised matrix is measured afterwards (``realized_transition_matrix``).
@@ -53,6 +56,10 @@ from robustcam.noise.checks import NoiseFileError, as_path, one_line
 
 CIFAR10N_KEYS = ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")
 CIFAR100N_KEYS = ("noisy_label",)
+# CIFAR-100N's superclass annotations and the class count they are labels of
+COARSE_KEY_CLASSES = {"noisy_coarse_label": 20, "clean_coarse_label": 20}
+# the clean labels a key's annotations are checked against, where it is not CLEAN_KEY
+CLEAN_KEY_OF = {"noisy_coarse_label": "clean_coarse_label", "clean_coarse_label": "clean_coarse_label"}
 CLEAN_KEY = "clean_label"
 LABEL_FILE_SUFFIXES = (".pt", ".pth", ".npy", ".npz")
 
@@ -244,10 +251,39 @@ def _select(content: dict[str, np.ndarray] | np.ndarray, file: Path, key: str | 
     return _as_labels(content[key], file, key)
 
 
+def check_labels_fit(noisy: np.ndarray, true: np.ndarray, *, file: str | Path, key: str | None, num_classes: int) -> None:
+    """Refuse human labels that are not labels of the dataset's classes, naming the key and the counts.
+
+    Beyond the range [0, C): a key known to hold another class set (CIFAR-100N's 20
+    superclasses for 100 classes), and labels that use at most half as many classes as
+    the true labels do (annotators of a class set use all of it; a coarser set does not).
+    """
+    what = f"{key!r}" if key is not None else "its labels"
+    if noisy.size and int(noisy.max()) >= num_classes:
+        raise NoiseFileError(
+            f"label file {file}: {what} has label {int(noisy.max())}, outside [0, {num_classes - 1}] "
+            f"for {num_classes} classes"
+        )
+    expected = COARSE_KEY_CLASSES.get(key or "")
+    if expected is not None and expected != num_classes:
+        raise NoiseFileError(
+            f"label file {file}: {what} holds {expected}-class superclass labels but the dataset has {num_classes} "
+            f"classes; use noisy_label for CIFAR-100's fine classes"
+        )
+    used, present = int(np.unique(noisy).size), int(np.unique(true).size)
+    if present >= 4 and 2 * used <= present:
+        raise NoiseFileError(
+            f"label file {file}: {what} uses {used} distinct labels but the true labels use {present} of the "
+            f"{num_classes} classes; these are not labels of this dataset's classes (a coarse label set?)"
+        )
+
+
 def human_and_clean_labels(path: str | Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The labels ``key`` and, when the file has one, its ``clean_label`` array (for a sanity check)."""
+    """The labels ``key`` and, when the file has one, its clean labels of the same class set
+    (``clean_label``, or ``clean_coarse_label`` for superclass keys), for a sanity check."""
     file = as_path(path, what="human label")
     content = read_label_file(file)
     labels = _select(content, file, key)
-    clean = _as_labels(content[CLEAN_KEY], file, CLEAN_KEY) if isinstance(content, dict) and CLEAN_KEY in content else None
+    clean_key = CLEAN_KEY_OF.get(key or "", CLEAN_KEY)
+    clean = _as_labels(content[clean_key], file, clean_key) if isinstance(content, dict) and clean_key in content else None
     return labels, clean

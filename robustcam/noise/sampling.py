@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 from torch import Tensor
 
+from robustcam.errors import InputError
 from robustcam.noise.checks import (
     CONVENTIONS,
     SAMPLINGS,
@@ -54,7 +55,7 @@ from robustcam.noise.checks import (
     check_seed,
     labels_as_tensor,
 )
-from robustcam.noise.human import human_and_clean_labels
+from robustcam.noise.human import check_labels_fit, human_and_clean_labels
 from robustcam.noise.transition import check_noise_parameters, get_noise_kind, transition_matrix
 
 # A constant mixed into every seed so that noise draws never share a stream with other seeded parts.
@@ -97,7 +98,7 @@ def realized_transition_matrix(true_labels: Labels, noisy_labels: Labels, *, num
     true = as_label_array(true_labels, num_classes=num_classes, name="true labels")
     noisy = as_label_array(noisy_labels, num_classes=num_classes, name="noisy labels")
     if true.shape != noisy.shape:
-        raise ValueError(f"true and noisy labels differ in length: {true.shape[0]} vs {noisy.shape[0]}")
+        raise InputError(f"true and noisy labels differ in length: {true.shape[0]} vs {noisy.shape[0]}")
     counts = np.zeros((num_classes, num_classes), dtype=np.float64)
     np.add.at(counts, (true, noisy), 1.0)
     totals = counts.sum(axis=1)
@@ -236,10 +237,10 @@ def corrupt_labels(
             },
         )
         if sampling != "exact":
-            raise ValueError(f"noise kind {kind!r} takes its labels from a file; sampling does not apply")
+            raise InputError(f"noise kind {kind!r} takes its labels from a file; sampling does not apply")
         return _human(true, num_classes=num_classes, path=path, key=key)
     if key is not None:
-        raise ValueError(f"noise kind {kind!r} does not take key (only human noise reads a key from a file)")
+        raise InputError(f"noise kind {kind!r} does not take key (only human noise reads a key from a file)")
     matrix = transition_matrix(
         kind,
         num_classes,
@@ -256,16 +257,13 @@ def corrupt_labels(
 
 def _human(true: np.ndarray, *, num_classes: int, path: str | Path | None, key: str | None) -> NoisyLabels:
     if path is None:
-        raise ValueError("human noise needs path= (a CIFAR-N style label file: .pt, .npy or .npz)")
+        raise InputError("human noise needs path= (a CIFAR-N style label file: .pt, .npy or .npz)")
     noisy, clean = human_and_clean_labels(path, key)
     if noisy.shape[0] != true.shape[0]:
         raise NoiseFileError(
             f"label file {path}: {key!r} has {noisy.shape[0]} labels but there are {true.shape[0]} samples"
         )
-    if noisy.size and noisy.max() >= num_classes:
-        raise NoiseFileError(
-            f"label file {path}: {key!r} has label {int(noisy.max())}, outside [0, {num_classes - 1}]"
-        )
+    check_labels_fit(noisy, true, file=path, key=key, num_classes=num_classes)
     if clean is not None and clean.shape == true.shape and not np.array_equal(clean, true):
         mismatches = int((clean != true).sum())
         raise NoiseFileError(

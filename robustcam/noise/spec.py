@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from robustcam.errors import InputError
 from robustcam.noise.checks import (
     CONVENTIONS,
     SAMPLINGS,
@@ -64,7 +65,7 @@ class NoiseSpec:
         check_choice("convention", self.convention, CONVENTIONS)
         check_choice("sampling", self.sampling, SAMPLINGS)
         if noise_kind.build is None and self.sampling != "exact":
-            raise ValueError(f"noise kind {self.kind!r} takes its labels from a file; sampling does not apply")
+            raise InputError(f"noise kind {self.kind!r} takes its labels from a file; sampling does not apply")
         rate = check_noise_parameters(
             noise_kind,
             self.rate,
@@ -76,6 +77,8 @@ class NoiseSpec:
             },
         )
         object.__setattr__(self, "rate", rate)
+        if "path" in noise_kind.parameters and self.path is None:  # the kinds whose noise is a file
+            raise InputError(f"noise kind {self.kind!r} needs path (a file; see robustcam.noise), got none")
         if self.class_map is not None:
             object.__setattr__(self, "class_map", class_map_pairs(dict(self.class_map)))
         if self.seed is not None:
@@ -87,13 +90,13 @@ class NoiseSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> NoiseSpec:
         """A spec from a plain dict (e.g. YAML); unknown keys are an error that lists the valid ones."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"a noise spec must be a mapping, got {type(data).__name__}")
+            raise InputError(f"a noise spec must be a mapping, got {type(data).__name__}")
         valid = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in data if k not in valid)
         if unknown:
-            raise ValueError(f"unknown noise setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+            raise InputError(f"unknown noise setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         if "kind" not in data:
-            raise ValueError("a noise spec needs kind")
+            raise InputError("a noise spec needs kind")
         values = dict(data)
         class_map = values.get("class_map")
         if class_map is not None:
@@ -125,7 +128,7 @@ class NoiseSpec:
         """``corrupt_labels`` with this spec; ``seed`` overrides the spec's, and one of them is required."""
         chosen = seed if seed is not None else self.seed
         if chosen is None:
-            raise ValueError("a seed is required: set it in the noise spec or pass seed=")
+            raise InputError("a seed is required: set it in the noise spec or pass seed=")
         return corrupt_labels(
             labels,
             self.kind,
@@ -148,7 +151,7 @@ class NoiseSpec:
 def class_map_pairs(class_map: object) -> tuple[tuple[int, int], ...]:
     """A ``{source: destination}`` mapping (keys may be strings of ints) as sorted int pairs."""
     if not isinstance(class_map, Mapping):
-        raise ValueError(f"class_map must be a mapping {{source: destination}}, got {type(class_map).__name__}")
+        raise InputError(f"class_map must be a mapping {{source: destination}}, got {type(class_map).__name__}")
     pairs = {
         check_class_index("class_map source", source, _ANY_CLASS): check_class_index(
             "class_map destination", destination, _ANY_CLASS
@@ -156,7 +159,7 @@ def class_map_pairs(class_map: object) -> tuple[tuple[int, int], ...]:
         for source, destination in class_map.items()
     }
     if len(pairs) != len(class_map):
-        raise ValueError("class_map gives a class twice")
+        raise InputError("class_map gives a class twice")
     return tuple(sorted(pairs.items()))
 
 

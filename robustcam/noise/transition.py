@@ -58,6 +58,7 @@ import numpy as np
 import yaml
 from torch import Tensor
 
+from robustcam.errors import InputError
 from robustcam.noise.checks import (
     CONVENTIONS,
     Convention,
@@ -162,7 +163,7 @@ def list_noise_kinds() -> list[str]:
 def get_noise_kind(kind: str) -> NoiseKind:
     """The registered kind ``kind``; unknown names are an error with a "did you mean"."""
     if not isinstance(kind, str):
-        raise ValueError(f"kind must be a noise kind name ({', '.join(list_noise_kinds())}), got {kind!r}")
+        raise InputError(f"kind must be a noise kind name ({', '.join(list_noise_kinds())}), got {kind!r}")
     return NOISE_KINDS.get(kind)
 
 
@@ -171,12 +172,12 @@ def check_noise_parameters(kind: NoiseKind, rate: object, given: Mapping[str, ob
     extra = sorted(name for name, value in given.items() if value is not None and name not in kind.parameters)
     if extra:
         takes = ", ".join(kind.parameters) or "none"
-        raise ValueError(
+        raise InputError(
             f"noise kind {kind.name!r} does not take {', '.join(extra)} (its parameters: {takes})"
         )
     if not kind.uses_rate:
         if rate is not None:
-            raise ValueError(
+            raise InputError(
                 f"noise kind {kind.name!r} takes no rate (its file fixes the noise); pass rate=None, got {rate!r}"
             )
         return None
@@ -294,7 +295,7 @@ def validate_transition_matrix(
     num_classes: int,
     source: str = "transition matrix",
     tolerance: float = ROW_SUM_TOLERANCE,
-    error: type[ValueError] = ValueError,
+    error: type[ValueError] = InputError,
 ) -> np.ndarray:
     """``matrix`` as a float64 (C, C) array after checking it is a transition matrix.
 

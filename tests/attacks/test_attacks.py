@@ -23,6 +23,7 @@ from robustcam.attacks import (
     parse_eps_list,
 )
 from robustcam.attacks.library import PGD
+from robustcam.errors import InputError, ParameterError
 from robustcam.models import CAMClassifier
 from robustcam.registry import UnknownNameError
 
@@ -88,6 +89,32 @@ def test_unknown_attack_suggests_the_closest_name() -> None:
 def test_bad_hyperparameters_name_the_argument(name: str, params: dict[str, object], argument: str) -> None:
     with pytest.raises(ValueError, match=rf"^{argument} must"):
         build_attack(name, **params)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [
+        ("pgd", {"steps": "abc"}, "pgd.steps: 'abc' is not an integer"),
+        ("pgd", {"steps": 2.5}, "pgd.steps: 2.5 is not an integer"),
+        ("pgd", {"step_factor": float("nan")}, "pgd.step_factor: nan is not a finite number"),
+        ("pgd", {"random_start": "no"}, "pgd.random_start: 'no' is not a boolean"),
+        ("cw", {"lr": float("inf")}, "cw.lr: inf is not a finite number"),
+        ("cw", {"kappa": "big"}, "cw.kappa: 'big' is not a number"),
+        ("apgd", {"restarts": 0}, "restarts must be an integer >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_hyperparameters_are_typed_from_the_class_annotations(
+    name: str, params: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ParameterError, match=expected) as info:
+        build_attack(name, **params)
+    assert info.value.parameter == next(iter(params))
+
+
+def test_bad_eps_is_an_input_error() -> None:
+    for text in ("nan", "inf", "abc", "1/0"):
+        with pytest.raises(InputError, match=text.split("/")[0]):
+            parse_eps_list([text], norm="L2")
 
 
 def test_bounded_attacks_need_an_eps(tiny_model: CAMClassifier) -> None:

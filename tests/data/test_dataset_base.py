@@ -16,6 +16,7 @@ from robustcam.data import (
     list_datasets,
     load_dataset,
 )
+from robustcam.errors import InputError, ParameterError
 from robustcam.registry import UnknownNameError
 
 EXPECTED_DATASETS = {
@@ -94,10 +95,19 @@ def test_with_targets_rejects_wrong_shape_and_range() -> None:
     dataset = _tiny()
     with pytest.raises(ValueError, match="shape"):
         dataset.with_targets([0, 1])
-    with pytest.raises(ValueError, match=r"outside \[0, 2\]"):
+    with pytest.raises(InputError, match=r"label override for tiny: label 3 at position 2 is outside \[0, 2\]"):
         dataset.with_targets([0, 1, 3, 0])
-    with pytest.raises(ValueError, match=r"outside \[0, 2\]"):
+    with pytest.raises(InputError, match=r"label -1 at position 1 is outside \[0, 2\]"):
         dataset.with_targets([0, -1, 1, 0])
+
+
+def test_dataset_options_are_typed_against_the_loader() -> None:
+    with pytest.raises(ParameterError, match=r"data.options.canvas: 'big' is not an integer"):
+        load_dataset("digits_scene", "test", canvas="big")
+    with pytest.raises(InputError, match=r"unknown parameter\(s\) canvas for dataset 'digits'; valid: size"):
+        load_dataset("digits", "test", canvas=3)
+    with pytest.raises(InputError, match="canvas must be an int >= "):
+        load_dataset("digits_scene", "test", canvas=4)
 
 
 def test_uint8_storage_is_served_as_floats_in_unit_range() -> None:

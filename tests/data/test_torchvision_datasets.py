@@ -18,7 +18,7 @@ from robustcam.data import CIFAR100Dataset, TensorImageDataset, load_dataset
 from robustcam.data.torchvision_datasets import RestrictedUnpickler, UnsafePickleError, read_cifar_pickle
 from robustcam.errors import DatasetNotFoundError
 
-from .written_files import Writer, write_cifar10
+from .written_files import Writer, write_cifar10, write_cifar100, write_mnist_processed
 
 # name -> (writer fixture, torchvision class a download goes through, where the files live under root)
 DATASETS = {
@@ -129,7 +129,9 @@ def test_missing_dataset_under_the_environment_root(tmp_path: Path, monkeypatch:
     with pytest.raises(DatasetNotFoundError) as caught:
         load_dataset("mnist", "test")
     raw = tmp_path / "env-root" / "MNIST" / "raw"
-    assert f"{raw / 't10k-images-idx3-ubyte'} (or {raw / 't10k-images-idx3-ubyte.gz'})" in str(caught.value)
+    processed = tmp_path / "env-root" / "MNIST" / "processed" / "test.pt"
+    expected = f"{raw / 't10k-images-idx3-ubyte'} (or {raw / 't10k-images-idx3-ubyte.gz'}), or {processed}"
+    assert expected in str(caught.value)
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -288,3 +290,78 @@ def test_damaged_svhn_file_is_an_error_naming_it(svhn_writer: Writer, tmp_path: 
     with pytest.raises(DatasetNotFoundError, match="corrupt or truncated") as caught:
         load_dataset("svhn", "test", root=tmp_path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- torchvision's processed/ layout
+
+
+@pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_mnist_reads_torchvisions_processed_layout(name: str, folder: str, split: str, tmp_path: Path) -> None:
+    written = write_mnist_processed(tmp_path, folder)
+    assert not (tmp_path / folder / "raw").exists()
+    dataset = _load(name, split, tmp_path)
+    expected = written.splits[split]
+    assert torch.equal(dataset.images, torch.from_numpy(expected.images))
+    assert dataset.targets.tolist() == expected.labels.tolist()
+    assert dataset.image(0).shape == (1, 28, 28) and float(dataset.image(0).max()) <= 1.0
+
+
+def test_processed_files_are_not_unpickled_freely(tmp_path: Path) -> None:
+    write_mnist_processed(tmp_path, "MNIST")
+    path = tmp_path / "MNIST" / "processed" / "test.pt"
+    marker = tmp_path / "ran"
+    torch.save(_RunsCode(marker), path)
+    with pytest.raises(DatasetNotFoundError, match="corrupt or truncated") as caught:
+        load_dataset("mnist", "test", root=tmp_path)
+    assert str(path) in str(caught.value) and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ({"images": 1}, r"holds a dict, expected an \(images, labels\) pair"),
+        ((torch.zeros(2, 28, 28), torch.zeros(2, dtype=torch.long)), "expected uint8"),
+        ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.zeros(2)), "expected integers"),
+        ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([0, 12])), r"label 12 at position 1 outside \[0, 9\]"),
+        ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([-1, 0])), r"label -1 at position 0 outside"),
+        ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2])), "3 labels for 2 images"),
+    ],
+)  # fmt: skip
+def test_malformed_processed_file_names_it(content: object, reason: str, tmp_path: Path) -> None:
+    folder = tmp_path / "MNIST" / "processed"
+    folder.mkdir(parents=True)
+    torch.save(content, folder / "test.pt")
+    with pytest.raises(DatasetNotFoundError, match=reason) as caught:
+        load_dataset("mnist", "test", root=tmp_path)
+    assert str(folder / "test.pt") in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_raw_files_win_over_processed_ones(mnist_writer: Writer, tmp_path: Path) -> None:
+    written = mnist_writer(tmp_path)
+    write_mnist_processed(tmp_path / "other", "MNIST")
+    (tmp_path / "MNIST" / "processed").mkdir()
+    (tmp_path / "other" / "MNIST" / "processed" / "test.pt").rename(tmp_path / "MNIST" / "processed" / "test.pt")
+    assert _load("mnist", "test", tmp_path).targets.tolist() == written.splits["test"].labels.tolist()
+
+
+def test_cifar_labels_outside_the_classes_name_the_file_and_the_label(tmp_path: Path) -> None:
+    write_cifar100(tmp_path)
+    path = tmp_path / "cifar-100-python" / "test"
+    content = read_cifar_pickle(path)
+    content["fine_labels"] = [*content["fine_labels"][:-1], 100]
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    last = len(content["fine_labels"]) - 1
+    with pytest.raises(DatasetNotFoundError, match=rf"fine_labels 100 at position {last} outside \[0, 99\]") as caught:
+        load_dataset("cifar100", "test", root=tmp_path)
+    assert str(path) in str(caught.value)
+
+
+class _RunsCode:
+    """Unpickling it would create a marker file (what a malicious file would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (str(self.marker),))

@@ -86,6 +86,23 @@ def write_mnist_like(
     return WrittenDataset(root, splits, FASHION_NAMES if folder == "FashionMNIST" else DIGIT_NAMES)
 
 
+def write_mnist_processed(root: Path, folder: str, *, num_train: int = 12, num_test: int = 6) -> WrittenDataset:
+    """torchvision's layout before 0.8 (and of copies made with it): ``<folder>/processed/training.pt``
+    and ``test.pt``, each ``torch.save((images uint8 (N, 28, 28), labels int64 (N,)))``, no raw files."""
+    import torch
+
+    processed = root / folder / "processed"
+    processed.mkdir(parents=True)
+    rng = _rng(f"{folder}-processed")
+    splits = {}
+    for split, filename, count in (("train", "training.pt", num_train), ("test", "test.pt", num_test)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) * 3 % 10).astype(np.int64)
+        torch.save((torch.from_numpy(images), torch.from_numpy(labels)), processed / filename)
+        splits[split] = WrittenSplit(images[:, None], labels)
+    return WrittenDataset(root, splits, FASHION_NAMES if folder == "FashionMNIST" else DIGIT_NAMES)
+
+
 # --------------------------------------------------------------------------- CIFAR
 
 

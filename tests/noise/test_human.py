@@ -258,3 +258,49 @@ def test_human_kind_argument_errors(kwargs: dict[str, object], message: str, cif
         corrupt_labels(
             cifar10n_content()["clean_label"], "human", rate, num_classes=10, seed=0, **arguments  # type: ignore[arg-type]
         )
+
+
+def _cifar100n_file(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """A CIFAR-100N-like file with its fine and its 20-class superclass annotations."""
+    rng = np.random.default_rng(3)
+    fine = np.arange(NUM_SAMPLES) % 100
+    coarse = fine // 5
+    noisy = fine.copy()
+    wrong = rng.random(NUM_SAMPLES) < 0.4
+    noisy[wrong] = (fine[wrong] + 1) % 100
+    path = tmp_path / "CIFAR-100_human.pt"
+    content = {"clean_label": fine, "noisy_label": noisy, "clean_coarse_label": coarse, "noisy_coarse_label": coarse}
+    torch.save({key: torch.from_numpy(value) for key, value in content.items()}, path)
+    return path, fine
+
+
+def test_coarse_cifar100n_labels_for_the_fine_classes_are_refused(tmp_path: Path) -> None:
+    path, fine = _cifar100n_file(tmp_path)
+    assert corrupt_labels(fine, "human", num_classes=100, seed=0, path=path, key="noisy_label").realized_rate > 0
+    with pytest.raises(NoiseFileError) as caught:
+        corrupt_labels(fine, "human", num_classes=100, seed=0, path=path, key="noisy_coarse_label")
+    message = str(caught.value)
+    assert "'noisy_coarse_label'" in message and "20-class" in message and "100 classes" in message
+    assert str(path) in message
+
+
+def test_coarse_labels_fit_a_twenty_class_dataset(tmp_path: Path) -> None:
+    path, fine = _cifar100n_file(tmp_path)
+    result = corrupt_labels(fine // 5, "human", num_classes=20, seed=0, path=path, key="noisy_coarse_label")
+    assert result.realized_rate == 0.0
+
+
+def test_labels_of_a_coarser_class_set_are_refused_whatever_their_key(tmp_path: Path) -> None:
+    true = np.arange(NUM_SAMPLES) % 10
+    path = tmp_path / "labels.npy"
+    np.save(path, true // 5)  # two "superclasses" of ten classes
+    with pytest.raises(NoiseFileError, match=r"uses 2 distinct labels but the true labels use 10 of the 10 classes"):
+        corrupt_labels(true, "human", num_classes=10, seed=0, path=path)
+
+
+def test_a_label_outside_the_classes_is_named(tmp_path: Path) -> None:
+    true = np.arange(NUM_SAMPLES) % 10
+    path = tmp_path / "labels.npy"
+    np.save(path, np.where(np.arange(NUM_SAMPLES) == 7, 12, true))
+    with pytest.raises(NoiseFileError, match=r"has label 12, outside \[0, 9\] for 10 classes"):
+        corrupt_labels(true, "human", num_classes=10, seed=0, path=path)
