@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from robustcam.errors import InputError
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -29,9 +31,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+        raise InputError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} requested but MPS is not available; valid here: auto, cpu")
+        raise InputError(f"device {name!r} requested but MPS is not available; valid here: auto, cpu")
     return device
 
 
@@ -48,9 +50,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16
         return None
     if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of auto, none, bf16, fp16, got {amp!r}")
+        raise InputError(f"amp must be one of auto, none, bf16, fp16, got {amp!r}")
     if device.type != "cuda":
-        raise ValueError(f"amp={amp} needs a CUDA device, got {device.type}; use amp=none or amp=auto")
+        raise InputError(f"amp={amp} needs a CUDA device, got {device.type}; use amp=none or amp=auto")
     return AMP_DTYPES[amp]
 
 

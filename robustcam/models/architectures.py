@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from robustcam.errors import ParameterError
 from robustcam.models.base import CAMClassifier
 from robustcam.models.registry import register_model
 from robustcam.models.spec import IMAGENET, ArchSpec
@@ -36,6 +37,8 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
 @register_model("smallcnn", spec=ArchSpec(input_size=(3, 32, 32), min_input_size=(3, 8, 8)))
 def smallcnn(num_classes: int, in_channels: int = 3, *, width: int = 16) -> CAMClassifier:
     """Five 3x3 conv layers, two max-pools: 8x8 CAMs for 32x32 inputs; for digits and tests."""
+    if width < 1:
+        raise ParameterError("width", f"width must be >= 1, got {width}")
     features = nn.Sequential(
         *_conv_bn_relu(in_channels, width),
         nn.MaxPool2d(2),

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from robustcam.errors import InputError
 from robustcam.models.base import CAMClassifier
 from robustcam.models.spec import ArchSpec
 from robustcam.registry import Registry
@@ -68,9 +69,9 @@ def build_model(
     normalises its [0, 1] inputs with them.
     """
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        raise InputError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels not in (1, 3):
-        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        raise InputError(f"in_channels must be 1 or 3, got {in_channels}")
     model = MODELS.get(arch)(num_classes, in_channels, **kwargs)
     model.set_normalization(mean, std)
     return model

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from robustcam.errors import RobustcamError
 from robustcam.models.base import CAMClassifier
 
 
-class NotCAMCapableError(ValueError):
+class NotCAMCapableError(RobustcamError, ValueError):
     """A network whose classifier is not one linear layer after global average pooling."""
 
 
