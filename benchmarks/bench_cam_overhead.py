@@ -56,8 +56,10 @@ def main() -> None:
             rows = len(result.per_sample)
 
     without, with_ = statistics.median(times[False]), statistics.median(times[True])
-    print(f"{args.ckpt} ({meta['arch']}), n={args.n}, attacks {args.attacks}, {rows} per-sample rows, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(
+        f"{args.ckpt} ({meta['arch']}), n={args.n}, attacks {args.attacks}, {rows} per-sample rows, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}"
+    )
     print(f"{'setting':<22}{'eval time (s)':>15}")
     print(f"{'without CAM statistics':<22}{without:>15.2f}")
     print(f"{'with CAM statistics':<22}{with_:>15.2f}")

@@ -182,9 +182,7 @@ def digits_model(ckpt: str | None, device: torch.device) -> tuple[CAMClassifier,
     # train() switches deterministic kernels on for the whole process; put it back so
     # that the timings below do not depend on whether --ckpt was given.
     torch.use_deterministic_algorithms(deterministic)
-    origin = (
-        f"trained now, default config ({seconds:.0f} s, test acc {result.meta['metrics']['test_acc']:.2%})"
-    )
+    origin = f"trained now, default config ({seconds:.0f} s, test acc {result.meta['metrics']['test_acc']:.2%})"
     return result.model.to(device).eval(), origin
 
 
@@ -209,16 +207,12 @@ def cifar_model(train_steps: int, device: torch.device, seed: int) -> CAMClassif
     return model.eval()
 
 
-def self_labelled_cifar(
-    model: CAMClassifier, count: int, seed: int, device: torch.device
-) -> TensorImageDataset:
+def self_labelled_cifar(model: CAMClassifier, count: int, seed: int, device: torch.device) -> TensorImageDataset:
     """Fresh random CIFAR-shaped images labelled with the model's own predictions (all clean-correct)."""
     images = random_cifar(count, seed)
     with torch.no_grad():
         labels = model(images.float().div(255).to(device)).argmax(1).cpu()
-    info = DatasetInfo(
-        "random_cifar", 10, tuple(str(c) for c in range(10)), (0.5,) * 3, (0.29,) * 3, (3, 32, 32)
-    )
+    info = DatasetInfo("random_cifar", 10, tuple(str(c) for c in range(10)), (0.5,) * 3, (0.29,) * 3, (3, 32, 32))
     return TensorImageDataset(images, labels, info)
 
 
@@ -232,9 +226,7 @@ def clean_correct_subset(model: CAMClassifier, dataset: TensorImageDataset, size
     return TensorImageDataset(dataset.images[keep], dataset.targets[keep], dataset.info)
 
 
-def materialise(
-    dataset: TensorImageDataset, positions: Tensor, device: torch.device
-) -> tuple[Tensor, Tensor]:
+def materialise(dataset: TensorImageDataset, positions: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     return dataset.batch(positions).to(device), dataset.targets[positions].to(device)
 
 
@@ -244,9 +236,7 @@ def materialise(
 def torchattacks_attack(name: str, model: CAMClassifier, eps: float, steps: int = 10) -> Any:
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
-    return torchattacks.PGD(
-        model, eps=eps, alpha=PGD_STEP_FACTOR * eps / steps, steps=steps, random_start=True
-    )
+    return torchattacks.PGD(model, eps=eps, alpha=PGD_STEP_FACTOR * eps / steps, steps=steps, random_start=True)
 
 
 @torch.no_grad()
@@ -269,9 +259,7 @@ def plain_loop(
     seed: int,
 ) -> LoopResult:
     """Clean forward, then every attack at every eps on every sample, each re-predicted."""
-    batches = [
-        (images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)
-    ]
+    batches = [(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
     clean_correct = torch.cat([predict(model, x) == y for x, y in batches])
     result = LoopResult({}, {})
     for a, attack in enumerate(CASCADE_ATTACKS):
@@ -310,9 +298,7 @@ def ideal_cascade(
     """Clean errors are never attacked; a larger eps attacks only the samples still robust."""
     counts: dict[tuple[str, float], int] = {}
     result = LoopResult({}, {})
-    batches = [
-        (images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)
-    ]
+    batches = [(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
     clean_correct = [predict(model, x) == y for x, y in batches]
     for a, attack in enumerate(CASCADE_ATTACKS):
         for j, eps in enumerate(eps_list):
@@ -347,9 +333,17 @@ def run_evaluate(
 ) -> EvalResult:
     """``evaluate`` as the issue states it; ``options`` (e.g. ``cam_stats=False``) only where named."""
     return evaluate(
-        model, dataset, list(attacks), eps=list(eps), n=n, batch_size=batch_size,
-        cascade=cascade, sanity=sanity, seed=seed, **options,
-    )  # fmt: skip
+        model,
+        dataset,
+        list(attacks),
+        eps=list(eps),
+        n=n,
+        batch_size=batch_size,
+        cascade=cascade,
+        sanity=sanity,
+        seed=seed,
+        **options,
+    )
 
 
 def evaluate_table(result: EvalResult) -> LoopResult:
@@ -397,9 +391,7 @@ def pgd_efficiency(
         attack = build_attack("pgd", steps=steps)
 
         def run_robustcam(attack: Any = attack, **options: Any) -> EvalResult:
-            return run_evaluate(
-                model, dataset, [attack], [PGD_EPS], n=batch, batch_size=batch, seed=seed, **options
-            )
+            return run_evaluate(model, dataset, [attack], [PGD_EPS], n=batch, batch_size=batch, seed=seed, **options)
 
         def run_robustcam_without_cams(attack: Any = attack) -> EvalResult:
             return run_robustcam(attack, cam_stats=False)
@@ -411,9 +403,7 @@ def pgd_efficiency(
         def run_foolbox(steps: int = steps) -> Tensor:
             torch.manual_seed(seed)
             fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
-            runner = fb.attacks.LinfPGD(
-                abs_stepsize=PGD_STEP_FACTOR * eps / steps, steps=steps, random_start=True
-            )
+            runner = fb.attacks.LinfPGD(abs_stepsize=PGD_STEP_FACTOR * eps / steps, steps=steps, random_start=True)
             _, clipped, _ = runner(fmodel, images, labels, epsilons=eps)
             return clipped  # type: ignore[no-any-return]
 
@@ -430,13 +420,15 @@ def pgd_efficiency(
     forward_share = timings.ratio("forward", reference)
 
     print(f"\n## 1. PGD efficiency: {title}, batch {batch}, Linf eps {PGD_EPS}, {repeats} rounds")
-    print(f"forward+backward {1000 * timings.median(reference, reference_calls):.1f} ms, no-grad forward "
-          f"{1000 * timings.median('forward', reference_calls):.1f} ms ({forward_share:.3f} of a forward+backward)")  # fmt: skip
     print(
-        "ratio = time per PGD step / time of one forward+backward; passes = images through the network per run"
+        f"forward+backward {1000 * timings.median(reference, reference_calls):.1f} ms, no-grad forward "
+        f"{1000 * timings.median('forward', reference_calls):.1f} ms ({forward_share:.3f} of a forward+backward)"
     )
-    print(f"{'method':<24}{'ms/step':>9}{'ratio (median)':>16}{'rounds':>11}{'ratio (minima)':>16}{'target':>9}"
-          f"{'passes grad':>13}{'no grad':>9}")  # fmt: skip
+    print("ratio = time per PGD step / time of one forward+backward; passes = images through the network per run")
+    print(
+        f"{'method':<24}{'ms/step':>9}{'ratio (median)':>16}{'rounds':>11}{'ratio (minima)':>16}{'target':>9}"
+        f"{'passes grad':>13}{'no grad':>9}"
+    )
     for steps in steps_list:
         for library in ("evaluate", "evaluate-nocam", "torchattacks", "foolbox"):
             name = f"{library} pgd-{steps}"
@@ -445,29 +437,32 @@ def pgd_efficiency(
             scale = steps / reference_calls  # the reference times reference_calls passes
             target = f"<= {EFFICIENCY_TARGET}" if library == "evaluate" else ""
             with_grad, without_grad = timings.passes[name]
-            print(f"{name:<24}{1000 * timings.median(name, steps):>9.1f}{timings.ratio(name, reference, scale):>16.3f}"
-                  f"{timings.spread(name, reference, scale):>11}{timings.ratio_of_minima(name, reference, scale):>16.3f}"
-                  f"{target:>9}{with_grad:>13}{without_grad:>9}")  # fmt: skip
+            print(
+                f"{name:<24}{1000 * timings.median(name, steps):>9.1f}{timings.ratio(name, reference, scale):>16.3f}"
+                f"{timings.spread(name, reference, scale):>11}{timings.ratio_of_minima(name, reference, scale):>16.3f}"
+                f"{target:>9}{with_grad:>13}{without_grad:>9}"
+            )
     print("evaluate-nocam: evaluate(..., cam_stats=False)")
     print("where evaluate's time goes, per PGD step, in forward+backward units (medians over rounds):")
-    print(
-        f"{'steps':>6}{'attack loop':>13}{'outside loop':>14}{'torchattacks alone':>20}{'2 fwd / steps':>15}"
-    )
+    print(f"{'steps':>6}{'attack loop':>13}{'outside loop':>14}{'torchattacks alone':>20}{'2 fwd / steps':>15}")
     step_seconds = [t / reference_calls for t in timings.seconds[reference]]
     for steps in steps_list:
         name = f"evaluate pgd-{steps}"
         results = timings.values[name]
         loop = [attack_loop_seconds(r) / steps / s for r, s in zip(results, step_seconds)]
         outside = [
-            (t - attack_loop_seconds(r)) / steps / s
-            for t, r, s in zip(timings.seconds[name], results, step_seconds)
+            (t - attack_loop_seconds(r)) / steps / s for t, r, s in zip(timings.seconds[name], results, step_seconds)
         ]
-        print(f"{steps:>6}{statistics.median(loop):>13.3f}{statistics.median(outside):>14.3f}"
-              f"{timings.ratio(f'torchattacks pgd-{steps}', reference, steps / reference_calls):>20.3f}"
-              f"{2 * forward_share / steps:>15.3f}")  # fmt: skip
-    print("attack loop: evaluate's own per-eps time_s (the attack call, re-predicting the adversarial batch, norms,\n"
-          "CAM statistics, records); outside: the clean pass, setup and the summary; '2 fwd / steps': the clean\n"
-          "pass plus the re-prediction, the two no-grad forwards evaluate adds to the attack by design")  # fmt: skip
+        print(
+            f"{steps:>6}{statistics.median(loop):>13.3f}{statistics.median(outside):>14.3f}"
+            f"{timings.ratio(f'torchattacks pgd-{steps}', reference, steps / reference_calls):>20.3f}"
+            f"{2 * forward_share / steps:>15.3f}"
+        )
+    print(
+        "attack loop: evaluate's own per-eps time_s (the attack call, re-predicting the adversarial batch, norms,\n"
+        "CAM statistics, records); outside: the clean pass, setup and the summary; '2 fwd / steps': the clean\n"
+        "pass plus the re-prediction, the two no-grad forwards evaluate adds to the attack by design"
+    )
     return forward_share
 
 
@@ -494,10 +489,20 @@ def cascade_comparison(
     eps_values = parse_eps_list(list(eps), norm="Linf")
 
     def robustcam(cascade: bool, sanity: bool = False, **options: Any) -> Callable[[], LoopResult]:
-        return lambda: evaluate_table(run_evaluate(
-            model, dataset, CASCADE_ATTACKS, eps, n=total, batch_size=batch_size, cascade=cascade, sanity=sanity,
-            seed=seed, **options,
-        ))  # fmt: skip
+        return lambda: evaluate_table(
+            run_evaluate(
+                model,
+                dataset,
+                CASCADE_ATTACKS,
+                eps,
+                n=total,
+                batch_size=batch_size,
+                cascade=cascade,
+                sanity=sanity,
+                seed=seed,
+                **options,
+            )
+        )
 
     methods: dict[str, Callable[[], LoopResult]] = {
         "evaluate cascade": robustcam(True),
@@ -519,24 +524,34 @@ def cascade_comparison(
         with_grad, without_grad = timings.passes[name]
         return with_grad + forward_share * without_grad
 
-    print(f"\n## {heading}: {title}, --attacks {','.join(CASCADE_ATTACKS)} --eps {','.join(eps)}, "
-          f"n {total}, batch {batch_size}, {repeats} rounds")  # fmt: skip
+    print(
+        f"\n## {heading}: {title}, --attacks {','.join(CASCADE_ATTACKS)} --eps {','.join(eps)}, "
+        f"n {total}, batch {batch_size}, {repeats} rounds"
+    )
     print("ratio = t(method) / t(evaluate cascade): evaluate cascade's speed-up over the method")
-    print(f"{'method':<26}{'time (s)':>9}{'ratio (median)':>16}{'rounds':>11}{'ratio (minima)':>16}"
-          f"{'passes grad':>13}{'no grad':>9}{'counted work':>14}")  # fmt: skip
+    print(
+        f"{'method':<26}{'time (s)':>9}{'ratio (median)':>16}{'rounds':>11}{'ratio (minima)':>16}"
+        f"{'passes grad':>13}{'no grad':>9}{'counted work':>14}"
+    )
     for name in methods:
         with_grad, without_grad = timings.passes[name]
-        print(f"{name:<26}{timings.median(name):>9.2f}{timings.ratio(name, base):>16.3f}"
-              f"{timings.spread(name, base):>11}{timings.ratio_of_minima(name, base):>16.3f}"
-              f"{with_grad:>13}{without_grad:>9}{work(name) / work(base):>14.3f}")  # fmt: skip
-    print("passes: images through the network in one call, with gradient (attack steps, probes) and without\n"
-          "(clean pass, re-predictions, examples kept for figures); counted work: the ratio those passes predict,\n"
-          f"with a no-grad pass = {forward_share:.2f} of a pass with gradient")  # fmt: skip
+        print(
+            f"{name:<26}{timings.median(name):>9.2f}{timings.ratio(name, base):>16.3f}"
+            f"{timings.spread(name, base):>11}{timings.ratio_of_minima(name, base):>16.3f}"
+            f"{with_grad:>13}{without_grad:>9}{work(name) / work(base):>14.3f}"
+        )
+    print(
+        "passes: images through the network in one call, with gradient (attack steps, probes) and without\n"
+        "(clean pass, re-predictions, examples kept for figures); counted work: the ratio those passes predict,\n"
+        f"with a no-grad pass = {forward_share:.2f} of a pass with gradient"
+    )
     if overhead_target is not None:
         plain = "plain torchattacks loop"
-        print(f"evaluate / plain torchattacks loop = {timings.ratio(base, plain):.3f} (median; rounds "
-              f"{timings.spread(base, plain)}), {timings.ratio_of_minima(base, plain):.3f} (minima); "
-              f"target <= {overhead_target}")  # fmt: skip
+        print(
+            f"evaluate / plain torchattacks loop = {timings.ratio(base, plain):.3f} (median; rounds "
+            f"{timings.spread(base, plain)}), {timings.ratio_of_minima(base, plain):.3f} (minima); "
+            f"target <= {overhead_target}"
+        )
 
     independent = first.get("evaluate independent", first[base])
     plain_result, ideal, cascade = (
@@ -544,12 +559,16 @@ def cascade_comparison(
         first["ideal cascade (by hand)"],
         first[base],
     )
-    print("robust accuracy (%) per eps, and samples attacked at that eps (n att.); d = differences in samples:\n"
-          "  d ev = evaluate cascade - evaluate independent; d hand = ideal cascade - plain loop;\n"
-          "  noise = evaluate independent - plain loop (the same attack with other random starts);\n"
-          "  check: neither cascade is more robust than its independent run by more than one sample")  # fmt: skip
-    print(f"{'attack':<7}{'eps':>6}{'ev.casc':>8}{'ev.ind':>7}{'plain':>7}{'ideal':>7}{'n att. casc':>12}"
-          f"{'n att. ind':>11}{'n att. ideal':>13}{'d ev':>6}{'d hand':>7}{'noise':>6}{'check':>7}")  # fmt: skip
+    print(
+        "robust accuracy (%) per eps, and samples attacked at that eps (n att.); d = differences in samples:\n"
+        "  d ev = evaluate cascade - evaluate independent; d hand = ideal cascade - plain loop;\n"
+        "  noise = evaluate independent - plain loop (the same attack with other random starts);\n"
+        "  check: neither cascade is more robust than its independent run by more than one sample"
+    )
+    print(
+        f"{'attack':<7}{'eps':>6}{'ev.casc':>8}{'ev.ind':>7}{'plain':>7}{'ideal':>7}{'n att. casc':>12}"
+        f"{'n att. ind':>11}{'n att. ideal':>13}{'d ev':>6}{'d hand':>7}{'noise':>6}{'check':>7}"
+    )
     for attack in CASCADE_ATTACKS:
         for value, text in zip(eps_values, eps):
             key = (attack, value)
@@ -557,23 +576,28 @@ def cascade_comparison(
             d_hand = round(total * (ideal.robust[key] - plain_result.robust[key]))
             noise = round(total * (independent.robust[key] - plain_result.robust[key]))
             check = "ok" if d_ev <= 1 and d_hand <= 1 else "FAIL"
-            print(f"{attack:<7}{text:>6}{100 * cascade.robust[key]:>8.1f}{100 * independent.robust[key]:>7.1f}"
-                  f"{100 * plain_result.robust[key]:>7.1f}{100 * ideal.robust[key]:>7.1f}{cascade.attacked[key]:>12}"
-                  f"{independent.attacked[key]:>11}{ideal.attacked[key]:>13}{d_ev:>+6}{d_hand:>+7}{noise:>+6}"
-                  f"{check:>7}")  # fmt: skip
+            print(
+                f"{attack:<7}{text:>6}{100 * cascade.robust[key]:>8.1f}{100 * independent.robust[key]:>7.1f}"
+                f"{100 * plain_result.robust[key]:>7.1f}{100 * ideal.robust[key]:>7.1f}{cascade.attacked[key]:>12}"
+                f"{independent.attacked[key]:>11}{ideal.attacked[key]:>13}{d_ev:>+6}{d_hand:>+7}{noise:>+6}"
+                f"{check:>7}"
+            )
     attacked = sum(cascade.attacked.values())
     possible = len(CASCADE_ATTACKS) * len(eps_values) * total
-    print(f"evaluate cascade attacked {attacked} of {possible} (sample, attack, eps) cells "
-          f"({attacked / possible:.1%}); the plain loop attacks all of them")  # fmt: skip
+    print(
+        f"evaluate cascade attacked {attacked} of {possible} (sample, attack, eps) cells "
+        f"({attacked / possible:.1%}); the plain loop attacks all of them"
+    )
     if overhead_target is not None or plain_result.robust["pgd", eps_values[-1]] == 0:
         return  # shown with the cascade already / nothing survives, so there is no noise to show
     survivors = [
-        pgd_survivors(model, images, labels, eps_values[-1], batch_size, seed=10_000 + k)
-        for k in range(NOISE_SEEDS)
+        pgd_survivors(model, images, labels, eps_values[-1], batch_size, seed=10_000 + k) for k in range(NOISE_SEEDS)
     ]
-    print(f"random-start noise: torchattacks PGD-10 at {eps[-1]} on the same {total} samples with {NOISE_SEEDS} "
-          f"seeds leaves {min(survivors)}-{max(survivors)} samples robust (independent runs differ by up to "
-          f"{max(survivors) - min(survivors)})")  # fmt: skip
+    print(
+        f"random-start noise: torchattacks PGD-10 at {eps[-1]} on the same {total} samples with {NOISE_SEEDS} "
+        f"seeds leaves {min(survivors)}-{max(survivors)} samples robust (independent runs differ by up to "
+        f"{max(survivors) - min(survivors)})"
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -581,9 +605,7 @@ def cascade_comparison(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--ckpt", default=None, help="cross-entropy digits checkpoint (default: train one now)"
-    )
+    parser.add_argument("--ckpt", default=None, help="cross-entropy digits checkpoint (default: train one now)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds for 1. and 2. on digits")
@@ -594,9 +616,7 @@ def main() -> None:
     parser.add_argument("--cifar-repeats", type=int, default=2, help="rounds for resnet18_cifar")
     parser.add_argument("--cifar-batch", type=int, default=8, help="resnet18_cifar batch for 1.")
     parser.add_argument("--cifar-n", type=int, default=16, help="resnet18_cifar samples (one batch) for 2.")
-    parser.add_argument(
-        "--cifar-train-steps", type=int, default=3, help="SGD steps on random labels (0: untrained)"
-    )
+    parser.add_argument("--cifar-train-steps", type=int, default=3, help="SGD steps on random labels (0: untrained)")
     parser.add_argument("--skip-cifar", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -605,8 +625,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     began = time.perf_counter()
-    print(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, foolbox {fb.__version__}, "
-          f"device {device}, {torch.get_num_threads()} threads, load average at start {load_average()}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, foolbox {fb.__version__}, "
+        f"device {device}, {torch.get_num_threads()} threads, load average at start {load_average()}"
+    )
 
     model, origin = digits_model(args.ckpt, device)
     test = load_dataset("digits", "test")
@@ -615,29 +637,40 @@ def main() -> None:
     subset = clean_correct_subset(model, test, args.pgd_batch)
     share = pgd_efficiency("digits smallcnn", model, subset, args.repeats, device, args.seed)
     n = args.n or None
+    cascade_comparison("digits smallcnn", model, test, n, args.batch_size, args.repeats, device, args.seed, share)
     cascade_comparison(
-        "digits smallcnn", model, test, n, args.batch_size, args.repeats, device, args.seed, share
+        "digits smallcnn",
+        model,
+        test,
+        n,
+        args.batch_size,
+        args.overhead_repeats,
+        device,
+        args.seed,
+        share,
+        eps=(PGD_EPS,),
+        heading="3. Overhead",
+        overhead_target=OVERHEAD_TARGET,
     )
-    cascade_comparison(
-        "digits smallcnn", model, test, n, args.batch_size, args.overhead_repeats, device, args.seed, share,
-        eps=(PGD_EPS,), heading="3. Overhead", overhead_target=OVERHEAD_TARGET,
-    )  # fmt: skip
     print(f"[digits done at {time.perf_counter() - began:.0f} s; load average {load_average()}]")
 
     if not args.skip_cifar:
         began_model = time.perf_counter()
         cifar = cifar_model(args.cifar_train_steps, device, args.seed)
-        kind = (f"trained {args.cifar_train_steps} SGD steps on 64 random-label images"
-                if args.cifar_train_steps else "untrained")  # fmt: skip
-        print(f"\nresnet18_cifar: {kind} ({time.perf_counter() - began_model:.0f} s); scored on fresh random "
-              "3x32x32 uint8 images labelled with its own predictions (clean accuracy 100% by construction)")  # fmt: skip
+        kind = (
+            f"trained {args.cifar_train_steps} SGD steps on 64 random-label images"
+            if args.cifar_train_steps
+            else "untrained"
+        )
+        print(
+            f"\nresnet18_cifar: {kind} ({time.perf_counter() - began_model:.0f} s); scored on fresh random "
+            "3x32x32 uint8 images labelled with its own predictions (clean accuracy 100% by construction)"
+        )
         title = f"resnet18_cifar ({kind}), random CIFAR-shaped data"
         data = self_labelled_cifar(cifar, args.cifar_batch, args.seed + 10, device)
         share = pgd_efficiency(title, cifar, data, args.cifar_repeats, device, args.seed)
         data = self_labelled_cifar(cifar, args.cifar_n, args.seed + 20, device)
-        cascade_comparison(
-            title, cifar, data, None, args.cifar_n, args.cifar_repeats, device, args.seed, share
-        )
+        cascade_comparison(title, cifar, data, None, args.cifar_n, args.cifar_repeats, device, args.seed, share)
 
     print(f"\ntotal {time.perf_counter() - began:.0f} s; load average at end {load_average()}")
 

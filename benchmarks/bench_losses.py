@@ -64,9 +64,11 @@ def main() -> None:
             if round_ >= args.warmup:
                 times[name].append(elapsed)
 
-    print(f"resnet18_cifar, batch {args.batch_size}, 32x32, {args.classes} classes, device {device}, "
-          f"amp {args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} steps")
+    print(
+        f"resnet18_cifar, batch {args.batch_size}, 32x32, {args.classes} classes, device {device}, "
+        f"amp {args.amp}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} steps"
+    )
     ce = statistics.median(times["ce"])
     print(f"{'loss':<10}{'step (ms)':>12}{'ratio to ce':>14}")
     for name, values in times.items():

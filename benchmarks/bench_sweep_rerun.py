@@ -35,12 +35,17 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     sweep_file = folder / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "name": "rerun", "out": str(folder / "out"),
-        "base": {"model": {"options": {"width": 4}}, "epochs": 1, "batch_size": 128},
-        "grid": {"seed": list(range(args.cells))},
-        "eval": {"attacks": ["fgsm"], "eps": ["8/255"], "n": 16, "sanity": False},
-    }))  # fmt: skip
+    sweep_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "rerun",
+                "out": str(folder / "out"),
+                "base": {"model": {"options": {"width": 4}}, "epochs": 1, "batch_size": 128},
+                "grid": {"seed": list(range(args.cells))},
+                "eval": {"attacks": ["fgsm"], "eps": ["8/255"], "n": 16, "sanity": False},
+            }
+        )
+    )
     _, cells, out = load_sweep(sweep_file)
     run_sweep(out, cells)
     cli = [sys.executable, "-m", "robustcam.cli"]

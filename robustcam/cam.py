@@ -47,8 +47,13 @@ from torch import Tensor
 
 DEFAULT_TOPK = 5
 STAT_NAMES = (
-    "neg_peak_max", "neg_peak_topk", "neg_homogeneity", "neg_positive_frac", "pos_peak", "peak_margin",
-)  # fmt: skip
+    "neg_peak_max",
+    "neg_peak_topk",
+    "neg_homogeneity",
+    "neg_positive_frac",
+    "pos_peak",
+    "peak_margin",
+)
 
 
 def _check(cams: Tensor, target: Tensor) -> None:
@@ -412,12 +417,15 @@ def max_box_accuracy(
     ious = np.asarray(ious, dtype=np.float64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if ious.ndim != 2 or ious.shape[1] != len(thresholds):
-        raise ValueError(f"ious must have shape (N, {len(thresholds)}) for {len(thresholds)} thresholds, got {ious.shape}")
+        raise ValueError(
+            f"ious must have shape (N, {len(thresholds)}) for {len(thresholds)} thresholds, got {ious.shape}"
+        )
     deltas = np.asarray(iou_thresholds, dtype=np.float64)
     if not len(ious):
         nan = np.full(len(deltas), math.nan)
-        return MaxBoxAccuracy(tuple(iou_thresholds), np.full((len(deltas), len(thresholds)), math.nan), nan, nan,
-                              math.nan)  # fmt: skip
+        return MaxBoxAccuracy(
+            tuple(iou_thresholds), np.full((len(deltas), len(thresholds)), math.nan), nan, nan, math.nan
+        )
     box_accuracy = (ious[None, :, :] >= deltas[:, None, None]).mean(axis=1)  # (D, T)
     best = box_accuracy.argmax(axis=1)
     maxima = box_accuracy.max(axis=1)

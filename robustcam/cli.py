@@ -146,15 +146,19 @@ def _check_image_file(flag: str, path: Path) -> None:
 
     formats = sorted(Figure().canvas.get_supported_filetypes())
     if path.is_dir() or path.suffix.lower().lstrip(".") not in formats:
-        raise InputError(f"{flag}: {str(path)!r} is not an image file name; end it in one of "
-                         f"{', '.join('.' + f for f in formats)} (e.g. cams.png)")  # fmt: skip
+        raise InputError(
+            f"{flag}: {str(path)!r} is not an image file name; end it in one of "
+            f"{', '.join('.' + f for f in formats)} (e.g. cams.png)"
+        )
 
 
 def _check_cam_topk(topk: int | None, num_classes: int) -> None:
     # known only once the checkpoint says how many classes there are
     if topk is not None and topk >= num_classes:
-        raise InputError(f"cam_topk: {topk} must be smaller than the number of classes ({num_classes}); "
-                         f"choose it in [1, {num_classes - 1}]")  # fmt: skip
+        raise InputError(
+            f"cam_topk: {topk} must be smaller than the number of classes ({num_classes}); "
+            f"choose it in [1, {num_classes - 1}]"
+        )
 
 
 def _check_dataset_name(name: str | None) -> None:
@@ -239,10 +243,13 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     amp: Annotated[str | None, typer.Option(help="Mixed precision on CUDA: auto, none, bf16, fp16.")] = None,
     data_root: Annotated[
-        Path | None, typer.Option(help="Where file-backed datasets live (default $ROBUSTCAM_DATA or ~/.robustcam/data).")
+        Path | None,
+        typer.Option(help="Where file-backed datasets live (default $ROBUSTCAM_DATA or ~/.robustcam/data)."),
     ] = None,
     download: Annotated[bool, typer.Option("--download", help="Download a missing torchvision dataset.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<dataset>-<arch>-<loss>-s<seed>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/<dataset>-<arch>-<loss>-s<seed>).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Resume an interrupted run in --out; reuse a finished one.")] = True,
 ) -> None:
     """Train one checkpoint: writes model.pt, config.yaml (resolved) and train_log.csv to --out."""
@@ -250,13 +257,21 @@ def train(
     from robustcam.runtime import resolve_amp, resolve_device
     from robustcam.train import train as run_training
 
-    flags = _flag_settings({
-        "--dataset": ("data.name", dataset), "--arch": ("model.arch", arch), "--loss": ("loss.name", loss),
-        "--epochs": ("epochs", epochs), "--batch-size": ("batch_size", batch_size), "--lr": ("optimizer.lr", lr),
-        "--seed": ("seed", seed), "--device": ("device", device), "--amp": ("amp", amp),
-        "--data-root": ("data.root", None if data_root is None else str(data_root)),
-        "--download": ("data.download", True if download else None),
-    })  # fmt: skip
+    flags = _flag_settings(
+        {
+            "--dataset": ("data.name", dataset),
+            "--arch": ("model.arch", arch),
+            "--loss": ("loss.name", loss),
+            "--epochs": ("epochs", epochs),
+            "--batch-size": ("batch_size", batch_size),
+            "--lr": ("optimizer.lr", lr),
+            "--seed": ("seed", seed),
+            "--device": ("device", device),
+            "--amp": ("amp", amp),
+            "--data-root": ("data.root", None if data_root is None else str(data_root)),
+            "--download": ("data.download", True if download else None),
+        }
+    )
     cfg = load_train_config(config, overrides or [], flags=flags)
     with _bad_input_from("robustcam.runtime"):  # device and amp are checked here, before any work
         resolve_amp(cfg.amp, resolve_device(cfg.device))
@@ -267,7 +282,9 @@ def train(
         with _progress() as progress:
             result = run_training(cfg, run_dir, resume=resume, progress=RichTrainProgress(progress))
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted: finished epochs are saved in {run_dir}; run the same command to resume[/]")
+        err_console.print(
+            f"[yellow]interrupted: finished epochs are saved in {run_dir}; run the same command to resume[/]"
+        )
         raise typer.Exit(130) from None
     if result.resumed_from_epoch == cfg.epochs:
         console.print(f"[green]{run_dir} already holds this finished run; nothing to do[/]")
@@ -276,13 +293,16 @@ def train(
     table = Table(title=f"{cfg.loss.name} on {cfg.data.name} ({cfg.model.arch}, {cfg.epochs} epochs)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("train accuracy" + (" (noisy labels)" if result.meta.get("noise") else ""),
-                  f"{100 * metrics['train_acc']:.2f}%")
+    table.add_row(
+        "train accuracy" + (" (noisy labels)" if result.meta.get("noise") else ""), f"{100 * metrics['train_acc']:.2f}%"
+    )
     table.add_row("test accuracy", f"{100 * metrics['test_acc']:.2f}%")
     table.add_row("test cross-entropy", f"{metrics['test_loss']:.4f}")
     noise = result.meta.get("noise")
     if noise:
-        table.add_row("label noise", f"{noise['kind']} {noise.get('rate') or ''} (realised {100 * noise['realized_rate']:.1f}%)")
+        table.add_row(
+            "label noise", f"{noise['kind']} {noise.get('rate') or ''} (realised {100 * noise['realized_rate']:.1f}%)"
+        )
         table.add_row("memorized flipped labels", f"{100 * metrics['memorization']:.1f}%")
     for name, value in metrics["loss_parts"].items():
         table.add_row(f"train {name}", f"{value:.4f}")
@@ -333,23 +353,36 @@ def _render_eval(result: EvalResult, title: str) -> None:
         values = {(r.norm, r.eps): r.robust_acc for r in group.itertuples()}
         label = "worst case (per sample)" if attack == "worst" else f"{attack} ({backend})"
         style = "bold" if attack == "worst" else None
-        matrix.add_row(label, *[_pct(values.get((b.norm, b.eps), float("nan"))) for b in budgets.itertuples()],
-                       style=style)
+        matrix.add_row(
+            label, *[_pct(values.get((b.norm, b.eps), float("nan"))) for b in budgets.itertuples()], style=style
+        )
     console.print(matrix)
 
     details = Table(title="per attack and eps", title_justify="left")
     several_backends = attacked["backend"].nunique() > 2  # "all" (worst case) plus two libraries
-    columns = ["attack", *(["backend"] if several_backends else []), "eps", "robust %", "success %",
-               "median norm", "attacked", "img/s"]  # fmt: skip
+    columns = [
+        "attack",
+        *(["backend"] if several_backends else []),
+        "eps",
+        "robust %",
+        "success %",
+        "median norm",
+        "attacked",
+        "img/s",
+    ]
     for column in columns:
         details.add_column(column, justify="left" if column in ("attack", "backend") else "right")
     for row in summary[~summary["attack"].isin(["clean", "worst"])].itertuples():
         cells = [
-            row.attack, *([row.backend] if several_backends else []), format_eps(row.eps, row.norm),
-            _pct(row.robust_acc), _pct(row.attack_success_rate),
+            row.attack,
+            *([row.backend] if several_backends else []),
+            format_eps(row.eps, row.norm),
+            _pct(row.robust_acc),
+            _pct(row.attack_success_rate),
             "" if row.median_norm != row.median_norm else f"{row.median_norm:.4f}",
-            str(row.n_attacked), "" if row.images_per_s != row.images_per_s else f"{row.images_per_s:,.0f}",
-        ]  # fmt: skip
+            str(row.n_attacked),
+            "" if row.images_per_s != row.images_per_s else f"{row.images_per_s:,.0f}",
+        ]
         details.add_row(*cells)
     console.print(details)
     if not result.agreement.empty:
@@ -358,9 +391,13 @@ def _render_eval(result: EvalResult, title: str) -> None:
             agreement.add_column(column, justify="left" if column == "attack" else "right")
         for row in result.agreement.itertuples():
             agreement.add_row(
-                row.attack, format_eps(row.eps, row.norm), _pct(row.robust_acc_torchattacks),
-                _pct(row.robust_acc_foolbox), f"{row.difference_points:+.1f}", _pct(row.agreement_rate),
-            )  # fmt: skip
+                row.attack,
+                format_eps(row.eps, row.norm),
+                _pct(row.robust_acc_torchattacks),
+                _pct(row.robust_acc_foolbox),
+                f"{row.difference_points:+.1f}",
+                _pct(row.agreement_rate),
+            )
         console.print(agreement)
     for flag in result.flags:
         console.print(f"[yellow]warning ({flag.check}):[/] {flag.message}", highlight=False)
@@ -368,14 +405,22 @@ def _render_eval(result: EvalResult, title: str) -> None:
 
 @app.command("eval")
 def eval_command(
-    ckpt: Annotated[Path, typer.Option(help="Checkpoint: model.pt, a run directory, a bare state_dict or .safetensors.")],
-    attacks: Annotated[str | None, typer.Option(help=f"Comma-separated attacks: {_NAMES['attacks']} (default pgd).")] = None,
-    eps: Annotated[str | None, typer.Option(help="Linf budgets in pixel units (default 1/255,2/255,4/255,8/255).")] = None,
+    ckpt: Annotated[
+        Path, typer.Option(help="Checkpoint: model.pt, a run directory, a bare state_dict or .safetensors.")
+    ],
+    attacks: Annotated[
+        str | None, typer.Option(help=f"Comma-separated attacks: {_NAMES['attacks']} (default pgd).")
+    ] = None,
+    eps: Annotated[
+        str | None, typer.Option(help="Linf budgets in pixel units (default 1/255,2/255,4/255,8/255).")
+    ] = None,
     eps_l2: Annotated[str | None, typer.Option(help="L2 budgets for L2 attacks (default 0.25,0.5,1.0).")] = None,
     backend: Annotated[str | None, typer.Option(help="torchattacks (default), foolbox, or both.")] = None,
     n: Annotated[int | None, typer.Option(help="Evaluate a seeded random subset of n samples (default all).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per attack call (default 256).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Steps of every iterative attack (pgd 10, cw 100 by default).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Steps of every iterative attack (pgd 10, cw 100 by default).")
+    ] = None,
     attack_param: Annotated[
         list[str] | None, typer.Option(help="Attack parameter, e.g. cw.c=0.5 or pgd.step_factor=2 (repeatable).")
     ] = None,
@@ -385,15 +430,23 @@ def eval_command(
     cam_stats: Annotated[
         bool, typer.Option(help="Record negative-CAM statistics of every clean and adversarial example.")
     ] = True,
-    save_adv: Annotated[bool, typer.Option("--save-adv", help="Also write the adversarial examples to --out/adv/.")] = False,
+    save_adv: Annotated[
+        bool, typer.Option("--save-adv", help="Also write the adversarial examples to --out/adv/.")
+    ] = False,
     arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
     num_classes: Annotated[int | None, typer.Option(min=2, help="Class count of a bare state_dict.")] = None,
-    data: Annotated[str | None, typer.Option(help=f"Dataset (default: the checkpoint's): {_NAMES['datasets']}.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help=f"Dataset (default: the checkpoint's): {_NAMES['datasets']}.")
+    ] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download a missing torchvision dataset.")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML eval config (or a file with an eval: section).")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override an eval config key (repeatable).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML eval config (or a file with an eval: section).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override an eval config key (repeatable).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default reports/<checkpoint name>/).")] = None,
 ) -> None:
     """Attack one checkpoint with a matrix of attacks x eps x backends; writes per_sample.csv, summary.csv, summary.json."""
@@ -406,15 +459,23 @@ def eval_command(
     backends = None if backend is None else (["torchattacks", "foolbox"] if backend == "both" else [backend])
     if backend is not None and backend not in ("torchattacks", "foolbox", "both"):
         raise InputError(f"--backend: unknown backend {backend!r}; valid: torchattacks, foolbox, both")
-    flags = _flag_settings({
-        "--attacks": ("attacks", _comma_list(attacks)), "--eps": ("eps", _comma_list(eps)),
-        "--eps-l2": ("eps_l2", _comma_list(eps_l2)), "--backend": ("backends", backends),
-        "--n": ("n", n), "--batch-size": ("batch_size", batch_size), "--steps": ("steps", steps),
-        "--seed": ("seed", seed), "--device": ("device", device),
-        "--no-cascade": ("cascade", None if cascade else False), "--no-sanity": ("sanity", None if sanity else False),
-        "--no-cam-stats": ("cam_stats", None if cam_stats else False),
-        "--save-adv": ("save_adv", True if save_adv else None),
-    })  # fmt: skip
+    flags = _flag_settings(
+        {
+            "--attacks": ("attacks", _comma_list(attacks)),
+            "--eps": ("eps", _comma_list(eps)),
+            "--eps-l2": ("eps_l2", _comma_list(eps_l2)),
+            "--backend": ("backends", backends),
+            "--n": ("n", n),
+            "--batch-size": ("batch_size", batch_size),
+            "--steps": ("steps", steps),
+            "--seed": ("seed", seed),
+            "--device": ("device", device),
+            "--no-cascade": ("cascade", None if cascade else False),
+            "--no-sanity": ("sanity", None if sanity else False),
+            "--no-cam-stats": ("cam_stats", None if cam_stats else False),
+            "--save-adv": ("save_adv", True if save_adv else None),
+        }
+    )
     flags += [_attack_param(item) for item in attack_param or []]
     cfg = load_eval_config(config, overrides or [], flags=flags)
     _check_dataset_name(data)
@@ -423,8 +484,7 @@ def eval_command(
         run_device = resolve_device(cfg.device)
     model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
     with _bad_input_from("robustcam.runs"):
-        dataset, data_record = checkpoint_dataset(ckpt, meta, cfg.split, name=data, root=data_root,
-                                                  download=download)  # fmt: skip
+        dataset, data_record = checkpoint_dataset(ckpt, meta, cfg.split, name=data, root=data_root, download=download)
     data_name = data_record["name"]
     out_dir = out or Path("reports") / _checkpoint_name(ckpt)
     _check_folder("--out", out_dir)
@@ -439,13 +499,16 @@ def eval_command(
         highlight=False,
     )
     with _progress() as progress:
-        result = evaluate(model, dataset, cfg, adv_dir=out_dir / "adv" if cfg.save_adv else None,
-                          progress=RichEvalProgress(progress))  # fmt: skip
+        result = evaluate(
+            model, dataset, cfg, adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress)
+        )
     record = eval_record(cfg, ckpt, meta, data_record)
     write_eval(result, out_dir, config=record)
     clean = result.meta["clean_accuracy"]
-    _render_eval(result, f"{_checkpoint_name(ckpt)} on {data_name} (n={result.meta['n_samples']}, "
-                         f"clean accuracy {100 * clean:.1f}%)")  # fmt: skip
+    _render_eval(
+        result,
+        f"{_checkpoint_name(ckpt)} on {data_name} (n={result.meta['n_samples']}, clean accuracy {100 * clean:.1f}%)",
+    )
     console.print(f"saved {out_dir / 'per_sample.csv'}, {out_dir / 'summary.csv'}, {out_dir / 'summary.json'}")
 
 
@@ -460,9 +523,11 @@ def report_command(
     ),
     primary: Annotated[
         list[str] | None,
-        typer.Option(help="A primary hypothesis, statistic:target (e.g. clean_neg_peak_max:worst@8/255), corrected as "
-                     "its own family; repeatable. Default: clean_neg_homogeneity and clean_neg_peak_max against the "
-                     "worst case at the largest Linf eps (and test_acc when label noise differs)."),
+        typer.Option(
+            help="A primary hypothesis, statistic:target (e.g. clean_neg_peak_max:worst@8/255), corrected as "
+            "its own family; repeatable. Default: clean_neg_homogeneity and clean_neg_peak_max against the "
+            "worst case at the largest Linf eps (and test_acc when label noise differs)."
+        ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs (BCa, from n = 10).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the permutations, bootstraps and cross-validation folds.")] = 0,
@@ -532,13 +597,28 @@ def cam_command(
     table = result.statistics
     atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
     view = Table(title=title, title_justify="left")
-    for column in ("index", "label", "clean pred", "adv pred", "neg peak clean", "neg peak adv", "homog. clean",
-                   "homog. adv"):  # fmt: skip
+    for column in (
+        "index",
+        "label",
+        "clean pred",
+        "adv pred",
+        "neg peak clean",
+        "neg peak adv",
+        "homog. clean",
+        "homog. adv",
+    ):
         view.add_column(column, justify="right")
     for row in table.itertuples():
-        view.add_row(str(row.index), str(row.label), str(row.clean_pred), str(row.adv_pred),
-                     f"{row.clean_neg_peak_max:.3f}", f"{row.adv_neg_peak_max:.3f}",
-                     f"{row.clean_neg_homogeneity:.3f}", f"{row.adv_neg_homogeneity:.3f}")  # fmt: skip
+        view.add_row(
+            str(row.index),
+            str(row.label),
+            str(row.clean_pred),
+            str(row.adv_pred),
+            f"{row.clean_neg_peak_max:.3f}",
+            f"{row.adv_neg_peak_max:.3f}",
+            f"{row.clean_neg_homogeneity:.3f}",
+            f"{row.adv_neg_homogeneity:.3f}",
+        )
     console.print(view)
     console.print(f"saved {out} and {out.with_suffix('.csv')}")
 
@@ -576,12 +656,20 @@ def quickstart_command(
     began = time.perf_counter()
     _check_folder("--out", out)
     device_flag = _flag_settings({"--device": ("device", device)})
-    eval_config = load_eval_config(None, [
-        "attacks=[fgsm,pgd,cw]", "eps=[2/255,4/255,8/255]", "eps_l2=[0.25,0.5,1.0]", "attack_params.cw.steps=50",
-    ], flags=[*device_flag, *_flag_settings({"--n": ("n", n)})])  # fmt: skip
+    eval_config = load_eval_config(
+        None,
+        [
+            "attacks=[fgsm,pgd,cw]",
+            "eps=[2/255,4/255,8/255]",
+            "eps_l2=[0.25,0.5,1.0]",
+            "attack_params.cw.steps=50",
+        ],
+        flags=[*device_flag, *_flag_settings({"--n": ("n", n)})],
+    )
     for loss in QUICKSTART_LOSSES:
-        config = load_train_config(None, [f"loss.name={loss}"],
-                                   flags=[*device_flag, *_flag_settings({"--epochs": ("epochs", epochs)})])  # fmt: skip
+        config = load_train_config(
+            None, [f"loss.name={loss}"], flags=[*device_flag, *_flag_settings({"--epochs": ("epochs", epochs)})]
+        )
         run_dir = out / loss
         console.rule(f"[bold]{loss}[/]")
         with _progress() as progress:
@@ -615,9 +703,13 @@ def sweep_command(
     config: Annotated[Path, typer.Argument(help="Sweep YAML: base train config, grid, eval section.")],
     executor: Annotated[str, typer.Option(help=f"Where cells run: {_executor_choices()}.")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto for the running cluster).")] = None,
-    workers: Annotated[int, typer.Option(help="Cells in parallel processes, one GPU each (local: --workers 2 "
-                                         "or more means processes).")] = 1,
-    out: Annotated[Path | None, typer.Option(help="Sweep folder (default runs/<sweep name>); shared storage for Ray.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(help="Cells in parallel processes, one GPU each (local: --workers 2 or more means processes)."),
+    ] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder (default runs/<sweep name>); shared storage for Ray.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells, what is done and what is left.")] = False,
     report: Annotated[bool, typer.Option(help="Write the report over all cells at the end.")] = True,
 ) -> None:
@@ -642,8 +734,9 @@ def sweep_command(
         table.add_row(str(cell.index), cell.label, f"[{colour}]{status}[/]")
     if dry_run:
         console.print(table)
-        console.print(f"{statuses.count('done')} done, {statuses.count('partial')} partly done, "
-                      f"{statuses.count('todo')} to do")  # fmt: skip
+        console.print(
+            f"{statuses.count('done')} done, {statuses.count('partial')} partly done, {statuses.count('todo')} to do"
+        )
         return
     began = time.perf_counter()
     todo = len(cells) - statuses.count("done")
@@ -654,19 +747,30 @@ def sweep_command(
     def on_cell_done(cell: Any, row: dict[str, Any]) -> None:  # called as each cell finishes, in any order
         nonlocal finished
         finished += 1
-        console.print(f"[green]cell {finished}/{todo} done[/]: {cell.label}  test accuracy "
-                      f"{100 * row['test_acc']:.1f}%  -> {cell_dir(root, cell)}", highlight=False)  # fmt: skip
+        console.print(
+            f"[green]cell {finished}/{todo} done[/]: {cell.label}  test accuracy "
+            f"{100 * row['test_acc']:.1f}%  -> {cell_dir(root, cell)}",
+            highlight=False,
+        )
 
     def run_with_progress(folder: Path, cell: Any) -> dict[str, Any]:
         console.rule(cell.label)
         with _progress() as progress:
-            return run_cell(folder, cell, train_progress=RichTrainProgress(progress),
-                            eval_progress=RichEvalProgress(progress))  # fmt: skip
+            return run_cell(
+                folder, cell, train_progress=RichTrainProgress(progress), eval_progress=RichEvalProgress(progress)
+            )
 
     try:
         # progress bars only where cells run in this process; elsewhere the runner would be pickled
-        table_out = run_sweep(root, cells, executor=executor, workers=workers, address=address,
-                              on_cell_done=on_cell_done, runner=run_with_progress if executor == "local" else None)  # fmt: skip
+        table_out = run_sweep(
+            root,
+            cells,
+            executor=executor,
+            workers=workers,
+            address=address,
+            on_cell_done=on_cell_done,
+            runner=run_with_progress if executor == "local" else None,
+        )
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted: finished cells and epochs are saved in {root}; re-run to continue[/]")
         raise typer.Exit(130) from None

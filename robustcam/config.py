@@ -123,11 +123,20 @@ class DataConfig(StrictModel):
     def _check_options(self) -> DataConfig:
         # types only: building a dataset loads it; its loader checks the ranges
         factory = DATASETS.get(self.name)
-        problems = [_problem(("options", k), f"{k} is not a dataset option: set data.{k} instead", self.options[k])
-                    for k in self.options if k in LOADER_ARGUMENTS]  # fmt: skip
+        problems = [
+            _problem(("options", k), f"{k} is not a dataset option: set data.{k} instead", self.options[k])
+            for k in self.options
+            if k in LOADER_ARGUMENTS
+        ]
         if not problems:
-            problems = parameter_problems(factory, self.options, what=f"dataset {self.name!r}", loc=("options",),
-                                          build=False, exclude=LOADER_ARGUMENTS)  # fmt: skip
+            problems = parameter_problems(
+                factory,
+                self.options,
+                what=f"dataset {self.name!r}",
+                loc=("options",),
+                build=False,
+                exclude=LOADER_ARGUMENTS,
+            )
         if problems:
             raise located_error("DataConfig", problems)
         return self
@@ -151,8 +160,9 @@ class ModelConfig(StrictModel):
         # types only (building a model here would be slow); the options are the factory's keyword-only arguments
         entry = MODELS.get(self.arch)
         factory = getattr(entry, "factory", entry)
-        problems = parameter_problems(factory, self.options, what=f"architecture {self.arch!r}", loc=("options",),
-                                      build=False)  # fmt: skip
+        problems = parameter_problems(
+            factory, self.options, what=f"architecture {self.arch!r}", loc=("options",), build=False
+        )
         if problems:
             raise located_error("ModelConfig", problems)
         return self
@@ -614,8 +624,11 @@ class EvalConfig(StrictModel):
         skipped: list[str] = []
         for attack in self.build_attacks():
             able = [b for b in self.backends if attack.supports(b)]
-            skipped += [f"{attack.name} has no {b} implementation; ran it on {', '.join(able)} only"
-                        for b in self.backends if b not in able]  # fmt: skip
+            skipped += [
+                f"{attack.name} has no {b} implementation; ran it on {', '.join(able)} only"
+                for b in self.backends
+                if b not in able
+            ]
             jobs += [(attack, b) for b in able]
         return jobs, skipped
 

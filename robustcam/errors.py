@@ -99,8 +99,9 @@ def describe_invalid(error: Mapping[str, Any]) -> str:
         if kind in ("value_error", "assertion_error", "robustcam_invalid") or "input" not in error:
             return message
         return f"{message} (got {show_value(error['input'])})"
-    context = {name: show_value(value) if name != "expected" else value
-               for name, value in dict(error.get("ctx") or {}).items()}  # fmt: skip
+    context = {
+        name: show_value(value) if name != "expected" else value for name, value in dict(error.get("ctx") or {}).items()
+    }
     try:
         phrase = phrase.format(**context)
     except (KeyError, IndexError):  # a pydantic version with other context names: keep its words

@@ -67,9 +67,26 @@ REPORT_DIR = "report"
 # --------------------------------------------------------------------------- records
 
 RECORD_COLUMNS = (
-    "index", "label", "clean_pred", "clean_correct", "clean_margin", "attack", "backend", "norm", "eps",
-    "attacked", "source_eps", "adv_pred", "success", "robust", "valid", "linf", "l2", "margin", "violation",
-)  # fmt: skip
+    "index",
+    "label",
+    "clean_pred",
+    "clean_correct",
+    "clean_margin",
+    "attack",
+    "backend",
+    "norm",
+    "eps",
+    "attacked",
+    "source_eps",
+    "adv_pred",
+    "success",
+    "robust",
+    "valid",
+    "linf",
+    "l2",
+    "margin",
+    "violation",
+)
 # then, with CAM statistics: clean_<stat>, adv_<stat> (robustcam.cam.STAT_NAMES), adv_peak_gain,
 # true_peak_shift, and for datasets with boxes clean_/adv_loc_iou_<protocol> (cvpr2016, minmax: the
 # predicted class's box IoU) and clean_/adv_loc_example (maxboxacc_v2: the example's row in

@@ -223,9 +223,7 @@ class HNC(Loss):
     name = "hnc"
     needs_cams = True
 
-    def __init__(
-        self, *, kind: HNCKind = "kd", k: int = 5, temperature: float = 1.0, weight: float = 0.06
-    ) -> None:
+    def __init__(self, *, kind: HNCKind = "kd", k: int = 5, temperature: float = 1.0, weight: float = 0.06) -> None:
         if kind not in HNC_KINDS:
             raise ParameterError("kind", f"kind must be one of {', '.join(HNC_KINDS)}, got {kind!r}")
         if k < 1:

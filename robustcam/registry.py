@@ -142,8 +142,9 @@ def parameter_model(factory: Callable[..., Any], exclude: tuple[str, ...] = ()) 
             annotation = Any if required or default is None else type(default)
         fields[name] = (strict_scalars(annotation), ... if required else default)
     config = ConfigDict(extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=True)
-    model: type[BaseModel] = create_model(f"{getattr(factory, '__name__', 'plugin')}_parameters",
-                                          __config__=config, **fields)  # fmt: skip
+    model: type[BaseModel] = create_model(
+        f"{getattr(factory, '__name__', 'plugin')}_parameters", __config__=config, **fields
+    )
     return model
 
 
@@ -155,9 +156,7 @@ def unknown_parameters(
     unknown = sorted(str(name) for name in params if name not in valid)
     if not unknown:
         return None
-    return InputError(
-        f"unknown parameter(s) {', '.join(unknown)} for {what}; valid: {', '.join(valid) or 'none'}"
-    )
+    return InputError(f"unknown parameter(s) {', '.join(unknown)} for {what}; valid: {', '.join(valid) or 'none'}")
 
 
 def check_parameters(

@@ -47,7 +47,9 @@ def checkpoint_dataset(
     stored = meta.get("data") or {}
     chosen = name or stored.get("name")
     if chosen is None:
-        raise ValueError(f"checkpoint {checkpoint} records no dataset; pass --data (valid: {', '.join(list_datasets())})")
+        raise ValueError(
+            f"checkpoint {checkpoint} records no dataset; pass --data (valid: {', '.join(list_datasets())})"
+        )
     options = stored.get("options", {}) if chosen == stored.get("name") else {}
     dataset = load_dataset(chosen, split, root=root or stored.get("root"), download=download, **options)
     return dataset, {"name": chosen, "options": options}
@@ -77,8 +79,17 @@ def evaluate_run(
 def eval_record(config: EvalConfig, checkpoint: Path, meta: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """What ``summary.json`` records about the evaluation and the checkpoint it evaluated."""
     keys = (
-        "arch", "num_classes", "loss", "noise", "seed", "dataset", "metrics", "config_digest", "config", "warnings",
-    )  # fmt: skip
+        "arch",
+        "num_classes",
+        "loss",
+        "noise",
+        "seed",
+        "dataset",
+        "metrics",
+        "config_digest",
+        "config",
+        "warnings",
+    )
     return {
         "eval": config_to_dict(config),
         "checkpoint": str(checkpoint),

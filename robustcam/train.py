@@ -237,8 +237,6 @@ def _write_log(out_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return log
 
 
-
-
 def load_completed_run(out_dir: Path, digest: str | None = None) -> TrainResult | None:
     """The finished run in ``out_dir``, or None if there is none (or it was trained from another config)."""
     marker = out_dir / COMPLETE_FILE
@@ -362,8 +360,12 @@ def train(
         correct = torch.zeros((), device=device)
         seen = 0
         batches = iterate_batches(
-            train_set, config.batch_size, order=order, drop_last=drop_last,
-            num_workers=config.num_workers, device=device,
+            train_set,
+            config.batch_size,
+            order=order,
+            drop_last=drop_last,
+            num_workers=config.num_workers,
+            device=device,
         )
         for step, batch in enumerate(batches):
             global_step = epoch * steps_per_epoch + step
@@ -395,10 +397,12 @@ def train(
             model, test_set, batch_size=config.eval_batch_size, device=device, amp_dtype=amp_dtype
         )
         memorization = (
-            memorization_rate(model, train_set, flipped, batch_size=config.eval_batch_size, device=device,
-                              amp_dtype=amp_dtype)
-            if flipped is not None else None
-        )  # fmt: skip
+            memorization_rate(
+                model, train_set, flipped, batch_size=config.eval_batch_size, device=device, amp_dtype=amp_dtype
+            )
+            if flipped is not None
+            else None
+        )
         elapsed = time.perf_counter() - started
         train_time += elapsed
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
@@ -460,4 +464,3 @@ def train(
     )
     state_path.unlink(missing_ok=True)
     return TrainResult(model.eval(), meta, log, out, resumed_from_epoch=start_epoch)
-

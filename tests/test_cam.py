@@ -218,11 +218,13 @@ def test_maxboxacc_ious_use_the_ground_truth_class_min_max_normalised() -> None:
 
 def test_max_box_accuracy_chooses_one_threshold_per_delta_over_all_images() -> None:
     thresholds = np.array([0.0, 0.5, 0.9])
-    ious = np.array([
-        [0.35, 0.60, 0.80],
-        [0.40, 0.55, 0.10],
-        [0.30, 0.20, 0.75],
-    ])  # fmt: skip
+    ious = np.array(
+        [
+            [0.35, 0.60, 0.80],
+            [0.40, 0.55, 0.10],
+            [0.30, 0.20, 0.75],
+        ]
+    )
     result = max_box_accuracy(ious, thresholds)
     # delta 0.3: tau 0 hits all three (0.30 counts: >=); delta 0.5: tau 0.5 first reaches 2 of 3;
     # delta 0.7: only tau 0.9 hits (the first and the last)
@@ -245,7 +247,9 @@ def test_cam_thresholds_are_the_authors_grid() -> None:
 def test_unknown_protocols_list_the_valid_ones() -> None:
     assert LOCALIZATION_PROTOCOLS == ("cvpr2016", "minmax", "maxboxacc_v2")
     assert [check_protocol(p) for p in LOCALIZATION_PROTOCOLS] == list(LOCALIZATION_PROTOCOLS)
-    with pytest.raises(ValueError, match=r"unknown localisation protocol 'cvpr'.*valid: cvpr2016, minmax, maxboxacc_v2"):
+    with pytest.raises(
+        ValueError, match=r"unknown localisation protocol 'cvpr'.*valid: cvpr2016, minmax, maxboxacc_v2"
+    ):
         check_protocol("cvpr")
     with pytest.raises(ValueError, match="maxboxacc_ious"):
         cam_box(np.eye(3), "maxboxacc_v2")

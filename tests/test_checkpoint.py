@@ -179,9 +179,7 @@ def test_meta_must_be_plain_json(tmp_path: Path, small_model: CAMClassifier) -> 
             {"model_kwargs": SMALL_KWARGS, "metrics": {"acc": torch.tensor(1.0)}},
         )
     with pytest.raises(TypeError, match=r"meta\['classes'\] has a key 3"):
-        save_checkpoint(
-            tmp_path / "b.pt", small_model, {"model_kwargs": SMALL_KWARGS, "classes": {3: "three"}}
-        )
+        save_checkpoint(tmp_path / "b.pt", small_model, {"model_kwargs": SMALL_KWARGS, "classes": {3: "three"}})
     with pytest.raises(TypeError, match=r"meta\['root'\] is a pathlib"):
         save_checkpoint(tmp_path / "c.pt", small_model, {"model_kwargs": SMALL_KWARGS, "root": tmp_path})
     assert not list(tmp_path.iterdir())
@@ -258,9 +256,7 @@ def test_pickled_objects_are_refused_without_running_code(tmp_path: Path, payloa
 
 
 @pytest.mark.parametrize("case", ["first_half", "empty", "text"])
-def test_truncated_and_foreign_files_are_refused(
-    tmp_path: Path, small_model: CAMClassifier, case: str
-) -> None:
+def test_truncated_and_foreign_files_are_refused(tmp_path: Path, small_model: CAMClassifier, case: str) -> None:
     full = save_checkpoint(tmp_path / "full.pt", small_model, {"model_kwargs": SMALL_KWARGS}).read_bytes()
     data = {"first_half": full[: len(full) // 2], "empty": b"", "text": b"my notes, not a checkpoint\n"}[case]
     path = tmp_path / "model.pt"
@@ -270,26 +266,19 @@ def test_truncated_and_foreign_files_are_refused(
     _error(lambda: checkpoint_meta(path))
 
 
-def test_truncated_safetensors_and_non_state_dicts_are_refused(
-    tmp_path: Path, small_model: CAMClassifier
-) -> None:
+def test_truncated_safetensors_and_non_state_dicts_are_refused(tmp_path: Path, small_model: CAMClassifier) -> None:
     tensors = save_checkpoint(tmp_path / "full.safetensors", small_model, {"model_kwargs": SMALL_KWARGS})
     (tmp_path / "half.safetensors").write_bytes(tensors.read_bytes()[:100])
     assert "not a readable safetensors file" in _error(lambda: load_checkpoint(tmp_path / "half.safetensors"))
 
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
-    assert "holds a list, not a state_dict" in _error(
-        lambda: load_checkpoint(tmp_path / "list.pt", arch="smallcnn")
-    )
+    assert "holds a list, not a state_dict" in _error(lambda: load_checkpoint(tmp_path / "list.pt", arch="smallcnn"))
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "scalars.pt")
     assert "holds no state_dict" in _error(lambda: load_checkpoint(tmp_path / "scalars.pt", arch="smallcnn"))
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    assert (
-        _error(lambda: load_checkpoint(tmp_path / "nope.pt"))
-        == f"checkpoint {tmp_path / 'nope.pt'} not found"
-    )
+    assert _error(lambda: load_checkpoint(tmp_path / "nope.pt")) == f"checkpoint {tmp_path / 'nope.pt'} not found"
 
 
 def test_unknown_format_version(tmp_path: Path, small_model: CAMClassifier) -> None:
@@ -306,9 +295,7 @@ def test_unknown_arch_lists_valid_ones(tmp_path: Path, small_model: CAMClassifie
     assert "'smalcnn'" in message and "did you mean 'smallcnn'" in message and "resnet18" in message
 
 
-def test_bare_state_dict_without_arch_lists_valid_archs(
-    tmp_path: Path, torchvision_resnet18: nn.Module
-) -> None:
+def test_bare_state_dict_without_arch_lists_valid_archs(tmp_path: Path, torchvision_resnet18: nn.Module) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision_resnet18.state_dict(), path)
     message = _error(lambda: load_checkpoint(path))
@@ -337,22 +324,16 @@ def test_state_dict_of_another_arch_names_missing_and_unexpected_keys(
     assert "missing keys (features.0.weight" in message and "unexpected keys (conv1.weight" in message
 
 
-def test_arguments_that_contradict_the_metadata_are_refused(
-    tmp_path: Path, small_model: CAMClassifier
-) -> None:
+def test_arguments_that_contradict_the_metadata_are_refused(tmp_path: Path, small_model: CAMClassifier) -> None:
     path = save_checkpoint(tmp_path / "model.pt", small_model, {"model_kwargs": SMALL_KWARGS})
-    assert "records arch='smallcnn' but arch='resnet18'" in _error(
-        lambda: load_checkpoint(path, arch="resnet18")
-    )
+    assert "records arch='smallcnn' but arch='resnet18'" in _error(lambda: load_checkpoint(path, arch="resnet18"))
     assert "num_classes=10 but num_classes=3" in _error(lambda: load_checkpoint(path, num_classes=3))
 
 
 # --------------------------------------------------------------------------- foreign state_dicts
 
 
-def test_torchvision_resnet18_state_dict_gives_the_same_logits(
-    tmp_path: Path, torchvision_resnet18: nn.Module
-) -> None:
+def test_torchvision_resnet18_state_dict_gives_the_same_logits(tmp_path: Path, torchvision_resnet18: nn.Module) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision_resnet18.state_dict(), path)
     model, meta = load_checkpoint(path, arch="resnet18")  # num_classes read from fc.weight
@@ -374,9 +355,7 @@ def test_caller_overrides_assumed_normalisation(tmp_path: Path, torchvision_resn
 
 
 @pytest.mark.parametrize("wrapper", ["data_parallel", "state_dict", "model", "net_data_parallel"])
-def test_wrapped_state_dicts(
-    tmp_path: Path, small_model: CAMClassifier, images: Tensor, wrapper: str
-) -> None:
+def test_wrapped_state_dicts(tmp_path: Path, small_model: CAMClassifier, images: Tensor, wrapper: str) -> None:
     parallel = nn.DataParallel(small_model).state_dict()
     assert all(key.startswith("module.") for key in parallel)
     saved = {
@@ -392,9 +371,7 @@ def test_wrapped_state_dicts(
     torch.testing.assert_close(model(images), small_model(images), rtol=0, atol=0)
 
 
-def test_bare_state_dict_without_statistics_gets_neutral_ones(
-    tmp_path: Path, small_model: CAMClassifier
-) -> None:
+def test_bare_state_dict_without_statistics_gets_neutral_ones(tmp_path: Path, small_model: CAMClassifier) -> None:
     state = {k: v for k, v in small_model.state_dict().items() if k not in ("mean", "std")}
     path = tmp_path / "weights.pt"
     torch.save(state, path)

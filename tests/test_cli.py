@@ -53,12 +53,23 @@ def test_bad_input_is_one_line_and_exit_code_2(
     assert "Traceback" not in err
 
 
-def test_train_writes_a_run_and_prints_the_closing_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_train_writes_a_run_and_prints_the_closing_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    argv = ["train", "--dataset", "digits", "--arch", "smallcnn", "--loss", "focal", "--epochs", "1",
-            "--set", "model.options.width=4", "--out", str(out)]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "smallcnn",
+        "--loss",
+        "focal",
+        "--epochs",
+        "1",
+        "--set",
+        "model.options.width=4",
+        "--out",
+        str(out),
+    ]
     code, stdout, _ = _run(argv, capsys)
     assert code == 0
     assert {"model.pt", "config.yaml", "train_log.csv", "complete.json"} <= {p.name for p in out.iterdir()}
@@ -87,8 +98,21 @@ def test_eval_writes_records_and_prints_the_matrix(
     from robustcam.evaluate import summarize
 
     out = tmp_path / "report"
-    argv = ["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm,pgd", "--eps", "2/255,8/255", "--n", "40",
-            "--steps", "3", "--out", str(out)]  # fmt: skip
+    argv = [
+        "eval",
+        "--ckpt",
+        str(checkpoint),
+        "--attacks",
+        "fgsm,pgd",
+        "--eps",
+        "2/255,8/255",
+        "--n",
+        "40",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+    ]
     code, stdout, _ = _run(argv, capsys)
     assert code == 0
     flat = " ".join(stdout.split())
@@ -134,8 +158,22 @@ def test_examples_stay_consistent_with_a_batch_size_below_eight(
     import torch
 
     out = tmp_path / "small-batches"
-    argv = ["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm", "--eps", "8/255", "--n", "10", "--batch-size", "3",
-            "--no-sanity", "--out", str(out)]  # fmt: skip
+    argv = [
+        "eval",
+        "--ckpt",
+        str(checkpoint),
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "8/255",
+        "--n",
+        "10",
+        "--batch-size",
+        "3",
+        "--no-sanity",
+        "--out",
+        str(out),
+    ]
     code, _, _ = _run(argv, capsys)
     assert code == 0
     examples = torch.load(out / "examples.pt", weights_only=True)
@@ -192,8 +230,25 @@ def test_report_reads_saved_evaluations(checkpoint: Path, tmp_path: Path, capsys
     evals = []
     for seed in (0, 1):
         out = tmp_path / f"eval{seed}"
-        _run(["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm", "--eps", "8/255", "--n", "24",
-              "--seed", str(seed), "--no-sanity", "--out", str(out)], capsys)  # fmt: skip
+        _run(
+            [
+                "eval",
+                "--ckpt",
+                str(checkpoint),
+                "--attacks",
+                "fgsm",
+                "--eps",
+                "8/255",
+                "--n",
+                "24",
+                "--seed",
+                str(seed),
+                "--no-sanity",
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )
         evals.append(str(out))
     code, stdout, _ = _run(["report", *evals, "--out", str(tmp_path / "compare"), "--bootstrap", "50"], capsys)
     assert code == 0
@@ -204,8 +259,9 @@ def test_report_reads_saved_evaluations(checkpoint: Path, tmp_path: Path, capsys
     code, _, err = _run(["report", *evals, "--out", str(tmp_path / "c2"), "--primary", "clean_nope:fgsm@8/255"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "'clean_nope' is not a CAM statistic of this report; valid: clean_neg_peak_max" in " ".join(err.split())
-    code, _, _ = _run(["report", *evals, "--out", str(tmp_path / "c3"), "--primary",
-                       "clean_neg_peak_max:fgsm@8/255"], capsys)  # fmt: skip
+    code, _, _ = _run(
+        ["report", *evals, "--out", str(tmp_path / "c3"), "--primary", "clean_neg_peak_max:fgsm@8/255"], capsys
+    )
     correlations = __import__("pandas").read_csv(tmp_path / "c3" / "correlations.csv")
     assert code == 0 and correlations["family"].iloc[0] == "primary"
 
@@ -214,8 +270,9 @@ def test_cam_writes_the_grid_and_its_statistics(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cams.png"
-    code, stdout, _ = _run(["cam", "--ckpt", str(checkpoint), "--n", "3", "--attack", "fgsm", "--eps", "8/255",
-                            "--out", str(out)], capsys)  # fmt: skip
+    code, stdout, _ = _run(
+        ["cam", "--ckpt", str(checkpoint), "--n", "3", "--attack", "fgsm", "--eps", "8/255", "--out", str(out)], capsys
+    )
     assert code == 0 and out.stat().st_size > 1000
     table = __import__("pandas").read_csv(out.with_suffix(".csv"))
     assert len(table) == 3 and {"clean_neg_peak_max", "adv_neg_peak_max"} <= set(table.columns)

@@ -119,8 +119,11 @@ def test_dataset_options_are_typed_against_the_loader() -> None:
     [
         ([FlagSetting("--eps-l2", "eps_l2", ["nan"])], [], "--eps-l2: eps must be a finite number, got nan"),
         ([FlagSetting("--eps", "eps", ["inf"])], [], "--eps: eps must be a finite number, got inf"),
-        ([FlagSetting("--attack-param pgd.step_factor", "attack_params.pgd.step_factor", float("nan"))], [],
-         "--attack-param pgd.step_factor: nan is not a finite number"),
+        (
+            [FlagSetting("--attack-param pgd.step_factor", "attack_params.pgd.step_factor", float("nan"))],
+            [],
+            "--attack-param pgd.step_factor: nan is not a finite number",
+        ),
         ([], ["attack_params.pgd.steps=abc"], "--set attack_params.pgd.steps: 'abc' is not an integer"),
         ([], ["attack_params.pgd.step_factor=-1"], "step_factor must be a finite number > 0, got -1"),
         ([], ["attack_params.cw.c=.inf", "attacks=[cw]"], "--set attack_params.cw.c: inf is not a finite number"),
@@ -128,7 +131,7 @@ def test_dataset_options_are_typed_against_the_loader() -> None:
         ([], ["attack_params.pgdd.steps=3"], "unknown attack 'pgdd' (did you mean 'pgd'?)"),
         ([], ["n=0"], "--set n: 0 is not >= 1"),
     ],
-)  # fmt: skip
+)
 def test_eval_values_are_typed_and_name_their_flag(
     flags: list[FlagSetting], overrides: list[str], expected: str
 ) -> None:

@@ -61,9 +61,16 @@ def matrix(
     """FGSM and PGD on both backends at three eps, cascaded, two batches, examples saved."""
     adv_dir = tmp_path_factory.mktemp("adv")
     result = evaluate(
-        digits_model, digits_test, ["fgsm", "pgd"], eps=EPS, backends=("torchattacks", "foolbox"),
-        n=N, batch_size=64, seed=0, adv_dir=adv_dir,
-    )  # fmt: skip
+        digits_model,
+        digits_test,
+        ["fgsm", "pgd"],
+        eps=EPS,
+        backends=("torchattacks", "foolbox"),
+        n=N,
+        batch_size=64,
+        seed=0,
+        adv_dir=adv_dir,
+    )
     return result, adv_dir
 
 
@@ -74,9 +81,7 @@ def test_pgd_equals_torchattacks_called_directly_with_the_same_seed(
     digits_model: CAMClassifier, digits_test: ImageDataset
 ) -> None:
     n, seed, eps = 64, 3, 8 / 255
-    result = evaluate(
-        digits_model, digits_test, ["pgd"], eps=["8/255"], n=n, batch_size=n, seed=seed, sanity=False
-    )
+    result = evaluate(digits_model, digits_test, ["pgd"], eps=["8/255"], n=n, batch_size=n, seed=seed, sanity=False)
     rows = result.per_sample
 
     dataset = _as_tensor_dataset(digits_test)
@@ -90,9 +95,7 @@ def test_pgd_equals_torchattacks_called_directly_with_the_same_seed(
     def reference(attack_seed_value: int) -> tuple[Tensor, Tensor]:
         with torch.random.fork_rng():
             torch.manual_seed(attack_seed_value)
-            runner = torchattacks.PGD(
-                digits_model, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True
-            )
+            runner = torchattacks.PGD(digits_model, eps=eps, alpha=2.5 * eps / 10, steps=10, random_start=True)
             adversarial = runner(images[correct], labels[correct])
         with torch.no_grad():
             logits = digits_model(adversarial)
@@ -100,9 +103,7 @@ def test_pgd_equals_torchattacks_called_directly_with_the_same_seed(
 
     adversarial, logits = reference(attack_seed(seed, "pgd", "torchattacks", 0, 0))
     attacked = rows[rows["attacked"]]
-    assert attacked["index"].tolist() == positions[correct].tolist(), (
-        "exactly the clean-correct samples, in order"
-    )
+    assert attacked["index"].tolist() == positions[correct].tolist(), "exactly the clean-correct samples, in order"
     expected_success = (logits.argmax(1) != labels[correct]).numpy()
     assert 0 < expected_success.sum() < len(expected_success), "the comparison needs breaks and survivors"
     np.testing.assert_array_equal(attacked["success"].to_numpy(), expected_success)
@@ -181,12 +182,8 @@ def test_fgsm_on_a_linear_model_matches_the_closed_form() -> None:
     clean_errors = rows[~rows["clean_correct"]]
     assert len(clean_errors) == int((~correct).sum())
     assert not clean_errors["attacked"].any() and not clean_errors["robust"].any()
-    assert not clean_errors["success"].any(), (
-        "a clean error is not robust, but it is no attack success either"
-    )
-    np.testing.assert_array_equal(
-        clean_errors["adv_pred"].to_numpy(), expected["clean_pred"][~correct].numpy()
-    )
+    assert not clean_errors["success"].any(), "a clean error is not robust, but it is no attack success either"
+    np.testing.assert_array_equal(clean_errors["adv_pred"].to_numpy(), expected["clean_pred"][~correct].numpy())
 
 
 def test_torchattacks_and_foolbox_agree_on_the_trained_model(matrix: tuple[EvalResult, Path]) -> None:
@@ -201,9 +198,7 @@ def test_torchattacks_and_foolbox_agree_on_the_trained_model(matrix: tuple[EvalR
     for row in agreement.itertuples():
         for backend in ("torchattacks", "foolbox"):
             at = summary[
-                (summary["attack"] == row.attack)
-                & (summary["backend"] == backend)
-                & (summary["eps"] == row.eps)
+                (summary["attack"] == row.attack) & (summary["backend"] == backend) & (summary["eps"] == row.eps)
             ]
             assert float(at["robust_acc"].iloc[0]) == getattr(row, f"robust_acc_{backend}")
     # the attacks do something: at 8/255 PGD breaks a good share of the clean-correct samples
@@ -278,13 +273,21 @@ def test_summary_invariants(matrix: tuple[EvalResult, Path]) -> None:
 
 def test_worst_case_is_per_sample_not_the_minimum_of_accuracies() -> None:
     # four samples; fgsm breaks sample 0, pgd breaks sample 1, sample 3 is a clean error
-    records = pd.DataFrame({
-        "index": [0, 1, 2, 3] * 2, "attack": ["fgsm"] * 4 + ["pgd"] * 4, "backend": "torchattacks",
-        "norm": "Linf", "eps": 8 / 255, "clean_correct": [True, True, True, False] * 2,
-        "success": [True, False, False, False, False, True, False, False],
-        "attacked": [True, True, True, False] * 2, "valid": True, "l2": 0.0,
-        "linf": [0.03, 0.0, 0.01, 0.0, 0.0, 0.02, 0.03, 0.0],
-    })  # fmt: skip
+    records = pd.DataFrame(
+        {
+            "index": [0, 1, 2, 3] * 2,
+            "attack": ["fgsm"] * 4 + ["pgd"] * 4,
+            "backend": "torchattacks",
+            "norm": "Linf",
+            "eps": 8 / 255,
+            "clean_correct": [True, True, True, False] * 2,
+            "success": [True, False, False, False, False, True, False, False],
+            "attacked": [True, True, True, False] * 2,
+            "valid": True,
+            "l2": 0.0,
+            "linf": [0.03, 0.0, 0.01, 0.0, 0.0, 0.02, 0.03, 0.0],
+        }
+    )
     records["robust"] = records["clean_correct"] & ~records["success"]
     summary = summarize(records).set_index("attack")
     assert summary.loc["fgsm", "robust_acc"] == summary.loc["pgd", "robust_acc"] == 0.5
@@ -368,9 +371,15 @@ def _out_of_budget_runs(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     original = TorchattacksBackend._run
 
     def out_of_budget(
-        self: TorchattacksBackend, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor,
-        eps: float | None, *, seed: int,
-    ) -> Tensor:  # fmt: skip
+        self: TorchattacksBackend,
+        attack: Attack,
+        model: CAMClassifier,
+        images: Tensor,
+        labels: Tensor,
+        eps: float | None,
+        *,
+        seed: int,
+    ) -> Tensor:
         assert eps is not None
         if mode == "noise":
             return images + 2 * eps * torch.sign(torch.randn_like(images))
@@ -408,13 +417,9 @@ def test_an_out_of_budget_example_is_reported_not_fixed(
 # --------------------------------------------------------------------------- C&W
 
 
-def test_cw_runs_once_and_is_scored_at_every_l2_eps(
-    digits_model: CAMClassifier, digits_test: ImageDataset
-) -> None:
+def test_cw_runs_once_and_is_scored_at_every_l2_eps(digits_model: CAMClassifier, digits_test: ImageDataset) -> None:
     eps_l2 = ["0.25", "0.5", "1", "2"]
-    result = evaluate(
-        digits_model, digits_test, ["cw"], eps=None, eps_l2=eps_l2, n=48, batch_size=64, sanity=False
-    )
+    result = evaluate(digits_model, digits_test, ["cw"], eps=None, eps_l2=eps_l2, n=48, batch_size=64, sanity=False)
     rows = result.per_sample
     assert set(rows["norm"]) == {"L2"} and sorted(set(rows["eps"])) == [0.25, 0.5, 1.0, 2.0]
     # one run: the example of each sample is the same at every eps
@@ -423,9 +428,7 @@ def test_cw_runs_once_and_is_scored_at_every_l2_eps(
         assert (by_sample[column].nunique(dropna=False) == 1).all(), column
     found = rows["clean_correct"] & rows["valid"] & (rows["adv_pred"] != rows["label"])
     np.testing.assert_array_equal(rows["success"], found & (rows["l2"] <= rows["eps"] + 1e-6))
-    np.testing.assert_array_equal(
-        rows["robust"], rows["clean_correct"] & (~found | (rows["l2"] > rows["eps"] + 1e-6))
-    )
+    np.testing.assert_array_equal(rows["robust"], rows["clean_correct"] & (~found | (rows["l2"] > rows["eps"] + 1e-6)))
     # found, but larger than the smallest budget: robust there, broken at the largest
     assert (found & (rows["l2"] > rows["eps"]) & (rows["eps"] == 0.25)).any()
     assert rows.loc[rows["eps"] == 2.0, "success"].any()
@@ -438,10 +441,12 @@ def test_cw_runs_once_and_is_scored_at_every_l2_eps(
 
 @pytest.mark.parametrize(
     ("attack", "eps", "eps_l2", "message"),
-    [("cw", ["8/255"], None, "cw is a minimal-perturbation L2 attack: give its budgets with --eps-l2 "),
-     ("pgd_l2", ["8/255"], None, "pgd_l2 is a bounded L2 attack: give its budgets with --eps-l2 "),
-     ("fgsm", None, ["0.5"], r"fgsm is a bounded Linf attack: give its budgets with --eps \(eps in a config file\)")],
-)  # fmt: skip
+    [
+        ("cw", ["8/255"], None, "cw is a minimal-perturbation L2 attack: give its budgets with --eps-l2 "),
+        ("pgd_l2", ["8/255"], None, "pgd_l2 is a bounded L2 attack: give its budgets with --eps-l2 "),
+        ("fgsm", None, ["0.5"], r"fgsm is a bounded Linf attack: give its budgets with --eps \(eps in a config file\)"),
+    ],
+)
 def test_an_attack_without_budgets_of_its_norm_names_the_flag(
     tiny_model: CAMClassifier, digits_test: ImageDataset, attack: str, eps: Any, eps_l2: Any, message: str
 ) -> None:
@@ -452,9 +457,7 @@ def test_an_attack_without_budgets_of_its_norm_names_the_flag(
 # --------------------------------------------------------------------------- bad input
 
 
-def test_a_dataset_with_another_class_count_is_refused(
-    tiny_model: CAMClassifier, digits_test: ImageDataset
-) -> None:
+def test_a_dataset_with_another_class_count_is_refused(tiny_model: CAMClassifier, digits_test: ImageDataset) -> None:
     dataset = _as_tensor_dataset(digits_test)
     info = dataclasses.replace(dataset.info, num_classes=5, class_names=tuple("01234"))
     five = TensorImageDataset(dataset.images, dataset.targets % 5, info)
@@ -485,9 +488,7 @@ def test_inputs_outside_the_unit_interval_are_an_error_not_a_clamp(
         evaluate(tiny_model, bright, ["fgsm"], n=8, sanity=False)
 
 
-def test_unknown_backend_and_attack_list_the_valid_ones(
-    tiny_model: CAMClassifier, digits_test: ImageDataset
-) -> None:
+def test_unknown_backend_and_attack_list_the_valid_ones(tiny_model: CAMClassifier, digits_test: ImageDataset) -> None:
     with pytest.raises(UnknownNameError, match=r"unknown backend 'cleverhans'; valid: foolbox, torchattacks"):
         evaluate(tiny_model, digits_test, ["fgsm"], backends=["cleverhans"])
     with pytest.raises(UnknownNameError, match=r"unknown attack 'fsgm' \(did you mean 'fgsm'\?\)"):
@@ -510,9 +511,15 @@ def test_an_attack_one_backend_lacks_runs_on_the_other_and_is_flagged(
     digits_model: CAMClassifier, digits_test: ImageDataset
 ) -> None:
     result = evaluate(
-        digits_model, digits_test, [build_attack("apgd", steps=5), "fgsm"], eps=["8/255"],
-        backends=["torchattacks", "foolbox"], n=16, batch_size=16, sanity=False,
-    )  # fmt: skip
+        digits_model,
+        digits_test,
+        [build_attack("apgd", steps=5), "fgsm"],
+        eps=["8/255"],
+        backends=["torchattacks", "foolbox"],
+        n=16,
+        batch_size=16,
+        sanity=False,
+    )
     rows = result.per_sample
     assert set(rows.loc[rows["attack"] == "apgd", "backend"]) == {"torchattacks"}
     assert set(rows.loc[rows["attack"] == "fgsm", "backend"]) == {"torchattacks", "foolbox"}
@@ -543,9 +550,12 @@ class _Quantized(nn.Module):
 
 def test_masked_gradients_are_flagged(digits_model: CAMClassifier, digits_test: ImageDataset) -> None:
     masked = CAMClassifier(
-        _Quantized(digits_model.features), digits_model.head, in_channels=1,
-        mean=digits_model.mean.flatten().tolist(), std=digits_model.std.flatten().tolist(),
-    ).eval()  # fmt: skip
+        _Quantized(digits_model.features),
+        digits_model.head,
+        in_channels=1,
+        mean=digits_model.mean.flatten().tolist(),
+        std=digits_model.std.flatten().tolist(),
+    ).eval()
     result = evaluate(masked, digits_test, ["pgd"], eps=["8/255"], n=64, batch_size=64, seed=0)
     checks = _checks(result)
     assert {"zero_gradients", "pgd_large_eps_not_near_zero"} <= checks
@@ -553,24 +563,32 @@ def test_masked_gradients_are_flagged(digits_model: CAMClassifier, digits_test: 
     assert zero.startswith("64 of 64 samples")
     pgd = _summary_rows(result.summary, "pgd")
     assert float(pgd["clean_acc"].iloc[0]) > 0.8
-    assert float(pgd["robust_acc"].iloc[0]) > 0.8, (
-        "the masked model looks robust: that is what the flags are for"
-    )
+    assert float(pgd["robust_acc"].iloc[0]) > 0.8, "the masked model looks robust: that is what the flags are for"
 
 
 def _summary(rows: list[tuple[str, float, float]], *, n_invalid: int = 0) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"attack": attack, "backend": "torchattacks", "norm": "Linf", "eps": eps, "n": 100, "clean_acc": 0.9,
-         "robust_acc": robust, "attack_success_rate": math.nan, "median_norm": math.nan, "n_attacked": 0,
-         "n_invalid": n_invalid}
-        for attack, eps, robust in rows
-    ])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "attack": attack,
+                "backend": "torchattacks",
+                "norm": "Linf",
+                "eps": eps,
+                "n": 100,
+                "clean_acc": 0.9,
+                "robust_acc": robust,
+                "attack_success_rate": math.nan,
+                "median_norm": math.nan,
+                "n_attacked": 0,
+                "n_invalid": n_invalid,
+            }
+            for attack, eps, robust in rows
+        ]
+    )
 
 
 def test_sanity_flags_on_hand_made_summaries() -> None:
-    honest = _summary(
-        [("fgsm", 2 / 255, 0.8), ("fgsm", 8 / 255, 0.6), ("pgd", 2 / 255, 0.7), ("pgd", 8 / 255, 0.3)]
-    )
+    honest = _summary([("fgsm", 2 / 255, 0.8), ("fgsm", 8 / 255, 0.6), ("pgd", 2 / 255, 0.7), ("pgd", 8 / 255, 0.3)])
     assert sanity_flags(honest, pd.DataFrame(), n_samples=100) == []
 
     fgsm_wins = _summary([("fgsm", 8 / 255, 0.40), ("pgd", 8 / 255, 0.55)])
@@ -588,20 +606,32 @@ def test_sanity_flags_on_hand_made_summaries() -> None:
     assert sanity_flags(within_one, pd.DataFrame(), n_samples=100) == []
 
     invalid = _summary([("pgd", 8 / 255, 0.5)], n_invalid=3)
-    assert [flag.check for flag in sanity_flags(invalid, pd.DataFrame(), n_samples=100)] == [
-        "budget_violations"
-    ]
+    assert [flag.check for flag in sanity_flags(invalid, pd.DataFrame(), n_samples=100)] == ["budget_violations"]
 
-    agreement = pd.DataFrame([
-        {"attack": "pgd", "norm": "Linf", "eps": 8 / 255, "robust_acc_torchattacks": 0.50,
-         "robust_acc_foolbox": 0.55, "difference_points": -5.0, "agreement_rate": 0.9},
-        {"attack": "fgsm", "norm": "Linf", "eps": 8 / 255, "robust_acc_torchattacks": 0.60,
-         "robust_acc_foolbox": 0.63, "difference_points": -3.0, "agreement_rate": 0.97},
-    ])  # fmt: skip
-    flags = sanity_flags(honest, agreement, n_samples=100)
-    assert [flag.check for flag in flags] == ["backends_disagree"] and flags[0].message.startswith(
-        "pgd at eps"
+    agreement = pd.DataFrame(
+        [
+            {
+                "attack": "pgd",
+                "norm": "Linf",
+                "eps": 8 / 255,
+                "robust_acc_torchattacks": 0.50,
+                "robust_acc_foolbox": 0.55,
+                "difference_points": -5.0,
+                "agreement_rate": 0.9,
+            },
+            {
+                "attack": "fgsm",
+                "norm": "Linf",
+                "eps": 8 / 255,
+                "robust_acc_torchattacks": 0.60,
+                "robust_acc_foolbox": 0.63,
+                "difference_points": -3.0,
+                "agreement_rate": 0.97,
+            },
+        ]
     )
+    flags = sanity_flags(honest, agreement, n_samples=100)
+    assert [flag.check for flag in flags] == ["backends_disagree"] and flags[0].message.startswith("pgd at eps")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -611,9 +641,7 @@ def test_same_seed_same_records_and_the_callers_generator_is_untouched(
     digits_model: CAMClassifier, digits_test: ImageDataset
 ) -> None:
     def run(seed: int) -> EvalResult:
-        return evaluate(
-            digits_model, digits_test, ["pgd"], eps=["4/255", "8/255"], n=48, batch_size=32, seed=seed
-        )
+        return evaluate(digits_model, digits_test, ["pgd"], eps=["4/255", "8/255"], n=48, batch_size=32, seed=seed)
 
     torch.manual_seed(1234)
     state = torch.get_rng_state()

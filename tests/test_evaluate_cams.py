@@ -192,8 +192,10 @@ def test_report_localization_recomputes_from_the_saved_files(scene_eval: tuple[E
     thresholds = np.arange(0, 1, 0.01)
     clean = per_sample.drop_duplicates("index")
     adversarial = per_sample[per_sample["eps"] == per_sample["eps"].max()]  # the reference: fgsm at 4/255
-    for side, rows, correct in (("clean", clean, clean["clean_correct"]),
-                                ("adv", adversarial, adversarial["adv_pred"] == adversarial["label"])):  # fmt: skip
+    for side, rows, correct in (
+        ("clean", clean, clean["clean_correct"]),
+        ("adv", adversarial, adversarial["adv_pred"] == adversarial["label"]),
+    ):
         for protocol in TOP1:
             assert row[f"{side}_loc_acc_{protocol}"] == _top1(correct, rows[f"{side}_loc_iou_{protocol}"])
         ious = table.loc[rows[f"{side}_loc_example"].to_numpy()].to_numpy()

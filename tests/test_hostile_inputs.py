@@ -48,19 +48,39 @@ TRAIN_CASES: list[Case] = [
     ("schedule-gamma-inf", ["--set", "schedule.gamma=.inf"], "--set schedule.gamma: inf is not a finite number"),
     ("unknown-key", ["--set", "optimizer.learning_rate=0.1"], "unknown key 'optimizer.learning_rate'"),
     ("override-without-value", ["--set", "epochs"], "--set expects key=value (e.g. loss.name=focal), got 'epochs'"),
-    ("noise-kind-typo", ["--set", "noise.kind=symetric", "--set", "noise.rate=0.2"],
-     "--set noise.kind: unknown noise kind 'symetric' (did you mean 'symmetric'?)"),
-    ("noise-rate-high", ["--set", "noise.kind=symmetric", "--set", "noise.rate=1.5"], "rate must be in [0, 1], got 1.5"),
-    ("noise-rate-nan", ["--set", "noise.kind=symmetric", "--set", "noise.rate=.nan"], "noise.rate: nan is not a finite"),
+    (
+        "noise-kind-typo",
+        ["--set", "noise.kind=symetric", "--set", "noise.rate=0.2"],
+        "--set noise.kind: unknown noise kind 'symetric' (did you mean 'symmetric'?)",
+    ),
+    (
+        "noise-rate-high",
+        ["--set", "noise.kind=symmetric", "--set", "noise.rate=1.5"],
+        "rate must be in [0, 1], got 1.5",
+    ),
+    (
+        "noise-rate-nan",
+        ["--set", "noise.kind=symmetric", "--set", "noise.rate=.nan"],
+        "noise.rate: nan is not a finite",
+    ),
     ("noise-rate-without-kind", ["--set", "noise.rate=0.3"], "rate set but noise.kind is none"),
     ("noise-human-without-path", ["--set", "noise.kind=human"], "noise kind 'human' needs path"),
     ("noise-matrix-without-path", ["--set", "noise.kind=matrix"], "noise kind 'matrix' needs path"),
-    ("noise-human-key-typo", ["--set", "noise.kind=symmetric", "--set", "noise.rate=0.1", "--set", "noise.key=worse"],
-     "does not take key"),
-    ("noise-human-missing-file", ["--set", "noise.kind=human", "--set", "noise.path=nowhere.pt"],
-     "human label file nowhere.pt does not exist"),
-    ("data-option-type", ["--set", "data.name=digits_scene", "--set", "data.options.canvas=big"],
-     "data.options.canvas: 'big' is not an integer"),
+    (
+        "noise-human-key-typo",
+        ["--set", "noise.kind=symmetric", "--set", "noise.rate=0.1", "--set", "noise.key=worse"],
+        "does not take key",
+    ),
+    (
+        "noise-human-missing-file",
+        ["--set", "noise.kind=human", "--set", "noise.path=nowhere.pt"],
+        "human label file nowhere.pt does not exist",
+    ),
+    (
+        "data-option-type",
+        ["--set", "data.name=digits_scene", "--set", "data.options.canvas=big"],
+        "data.options.canvas: 'big' is not an integer",
+    ),
     ("data-option-typo", ["--set", "data.options.sise=16"], "unknown parameter(s) sise for dataset 'digits'"),
     ("missing-config", ["--config", "{files}/missing.yaml"], "missing.yaml does not exist"),
     ("invalid-yaml", ["--config", "{files}/invalid.yaml"], "invalid.yaml: not valid YAML (line"),
@@ -69,14 +89,23 @@ TRAIN_CASES: list[Case] = [
     ("unknown-option", ["--epoch", "3"], "No such option: --epoch"),
     ("model-option-type", ["--set", "model.options.width=wide"], "--set model.options.width: 'wide' is not an integer"),
     ("model-option-typo", ["--set", "model.options.widht=4"], "unknown parameter(s) widht for architecture 'smallcnn'"),
-    ("hnc-k-too-large", ["--loss", "hnc", "--set", "loss.hnc.k=10", "--epochs", "1", "--out", "{files}/runs/k10"],
-     "loss.hnc.k=10 must be smaller than the number of classes (10)"),
-    ("data-option-range", ["--set", "data.name=digits_scene", "--set", "data.options.canvas=4", "--out",
-                           "{files}/runs/canvas"], "canvas must be an int >= 6, got 4"),
-    ("imagefolder-without-path", ["--dataset", "imagefolder", "--out", "{files}/runs/folder"],
-     "imagefolder needs the option path"),
+    (
+        "hnc-k-too-large",
+        ["--loss", "hnc", "--set", "loss.hnc.k=10", "--epochs", "1", "--out", "{files}/runs/k10"],
+        "loss.hnc.k=10 must be smaller than the number of classes (10)",
+    ),
+    (
+        "data-option-range",
+        ["--set", "data.name=digits_scene", "--set", "data.options.canvas=4", "--out", "{files}/runs/canvas"],
+        "canvas must be an int >= 6, got 4",
+    ),
+    (
+        "imagefolder-without-path",
+        ["--dataset", "imagefolder", "--out", "{files}/runs/folder"],
+        "imagefolder needs the option path",
+    ),
     ("out-is-a-file", ["--out", "{files}/invalid.yaml"], "--out: {files}/invalid.yaml is a file, not a folder"),
-]  # fmt: skip
+]
 
 EVAL_CASES: list[Case] = [
     ("eps-nan", ["--eps", "nan"], "--eps: eps must be a finite number, got nan"),
@@ -90,8 +119,11 @@ EVAL_CASES: list[Case] = [
     ("step-factor-nan", ["--attack-param", "pgd.step_factor=.nan"], "--attack-param pgd.step_factor: nan is not a"),
     ("step-factor-zero", ["--attack-param", "pgd.step_factor=0"], "step_factor must be a finite number > 0, got 0"),
     ("attack-steps-text", ["--attack-param", "pgd.steps=many"], "--attack-param pgd.steps: 'many' is not an integer"),
-    ("attack-param-typo", ["--attacks", "cw", "--eps-l2", "0.5", "--attack-param", "cw.cc=1"],
-     "unknown parameter(s) cc for attack 'cw'"),
+    (
+        "attack-param-typo",
+        ["--attacks", "cw", "--eps-l2", "0.5", "--attack-param", "cw.cc=1"],
+        "unknown parameter(s) cc for attack 'cw'",
+    ),
     ("attack-param-unknown-attack", ["--attack-param", "pgdd.steps=3"], "unknown attack 'pgdd' (did you mean 'pgd'?)"),
     ("attack-param-form", ["--attack-param", "steps=3"], "--attack-param expects attack.param=value"),
     ("cw-lr-inf", ["--attacks", "cw", "--eps-l2", "0.5", "--attack-param", "cw.lr=.inf"], "cw.lr: inf is not a finite"),
@@ -113,7 +145,7 @@ EVAL_CASES: list[Case] = [
     ("attack-params-not-a-mapping", ["--set", "attack_params.pgd=3"], "--set attack_params.pgd: 3 is not a mapping"),
     ("cam-topk-too-large", ["--set", "cam_topk=20"], "cam_topk: 20 must be smaller than the number of classes (10)"),
     ("out-is-a-file", ["--out", "{files}/invalid.yaml"], "--out: {files}/invalid.yaml is a file, not a folder"),
-]  # fmt: skip
+]
 
 EVAL_CHECKPOINT_CASES: list[Case] = [
     ("missing-checkpoint", ["eval", "--ckpt", "{files}/nowhere.pt"], "nowhere.pt"),
@@ -133,7 +165,7 @@ CAM_CASES: list[Case] = [
     ("device", ["--device", "tpu"], "--device: device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ("dataset-typo", ["--data", "cifar11"], "--data: unknown dataset 'cifar11'"),
     ("out-not-an-image", ["--out", "{files}/cams.txt"], "--out: '{files}/cams.txt' is not an image file name"),
-]  # fmt: skip
+]
 
 REPORT_CASES: list[Case] = [
     ("missing-folder", ["{files}/no-such-folder"], "no-such-folder does not exist"),
@@ -141,13 +173,16 @@ REPORT_CASES: list[Case] = [
     ("empty-folder", ["{files}/empty"], "no evaluation in"),
     ("not-per-sample", ["{files}/broken-eval"], "is not a robustcam per_sample.csv: it lacks the columns"),
     ("primary-statistic", ["{eval}", "--primary", "clean_nope:fgsm@8/255"], "'clean_nope' is not a CAM statistic"),
-    ("primary-target", ["{eval}", "--primary", "clean_neg_peak_max:pgd@9/255"],
-     "'pgd@9/255' is not a robustness column of this report"),
+    (
+        "primary-target",
+        ["{eval}", "--primary", "clean_neg_peak_max:pgd@9/255"],
+        "'pgd@9/255' is not a robustness column of this report",
+    ),
     ("bootstrap-negative", ["{eval}", "--bootstrap", "-1"], "--bootstrap: -1 is not >= 0"),
     ("bootstrap-text", ["{eval}", "--bootstrap", "many"], "--bootstrap: 'many' is not an integer"),
     ("no-paths", [], "Missing argument 'paths'"),
     ("out-is-a-file", ["{eval}", "--out", "{files}/invalid.yaml"], "--out: {files}/invalid.yaml is a file, not a"),
-]  # fmt: skip
+]
 
 SWEEP_CASES: list[Case] = [
     ("missing-file", ["{files}/missing-sweep.yaml"], "missing-sweep.yaml does not exist"),
@@ -162,7 +197,7 @@ SWEEP_CASES: list[Case] = [
     ("workers-zero", ["{files}/sweep_ok.yaml", "--workers", "0"], "--workers must be >= 1, got 0"),
     ("workers-text", ["{files}/sweep_ok.yaml", "--workers", "two"], "--workers: 'two' is not an integer"),
     ("out-is-a-file", ["{files}/sweep_ok.yaml", "--out", "{files}/invalid.yaml"], "--out: {files}/invalid.yaml is a"),
-]  # fmt: skip
+]
 
 QUICKSTART_CASES: list[Case] = [
     ("epochs-zero", ["--epochs", "0"], "--epochs: 0 is not >= 1"),
@@ -174,13 +209,17 @@ ALL_CASES = [
     *[("train", (f"train-{i}", ["train", *argv], e)) for i, argv, e in TRAIN_CASES],
     *[("eval", (f"eval-{i}", ["eval", "--ckpt", "{ckpt}", *argv], e)) for i, argv, e in EVAL_CASES],
     *[("eval", case) for case in EVAL_CHECKPOINT_CASES],
-    *[("cam", (f"cam-{i}", ["cam", "--ckpt", "{ckpt}", "--out", "{files}/cams.png", *argv], e))
-      for i, argv, e in CAM_CASES],
+    *[
+        ("cam", (f"cam-{i}", ["cam", "--ckpt", "{ckpt}", "--out", "{files}/cams.png", *argv], e))
+        for i, argv, e in CAM_CASES
+    ],
     *[("report", (f"report-{i}", ["report", "--out", "{files}/report", *argv], e)) for i, argv, e in REPORT_CASES],
     *[("sweep", (f"sweep-{i}", ["sweep", *argv, "--dry-run"], e)) for i, argv, e in SWEEP_CASES],
-    *[("quickstart", (f"quickstart-{i}", ["quickstart", "--out", "{files}/quickstart", *argv], e))
-      for i, argv, e in QUICKSTART_CASES],
-]  # fmt: skip
+    *[
+        ("quickstart", (f"quickstart-{i}", ["quickstart", "--out", "{files}/quickstart", *argv], e))
+        for i, argv, e in QUICKSTART_CASES
+    ],
+]
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -228,8 +267,22 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def evaluation(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hostile-eval") / "eval"
     with pytest.raises(SystemExit):
-        main(["eval", "--ckpt", str(checkpoint), "--attacks", "fgsm", "--eps", "8/255", "--n", "12", "--no-sanity",
-              "--out", str(out)])  # fmt: skip
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(checkpoint),
+                "--attacks",
+                "fgsm",
+                "--eps",
+                "8/255",
+                "--n",
+                "12",
+                "--no-sanity",
+                "--out",
+                str(out),
+            ]
+        )
     return out
 
 

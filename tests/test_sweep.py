@@ -62,8 +62,14 @@ def test_a_report_section_declares_primary_hypotheses_and_rejects_unknown_keys(t
 
 def test_a_list_of_grids_is_their_union_and_bad_cells_name_themselves(tmp_path: Path) -> None:
     union = {**SWEEP, "grid": [{"loss.name": ["ce"], "noise.rate": [0.2]}, {"loss.name": ["hnc"], "seed": [1, 2]}]}
-    _, cells, _ = load_sweep(_write(tmp_path, {**union, "base": {**SWEEP["base"], "noise": {"kind": "symmetric", "rate": 0.1}}}))
-    assert [c.label for c in cells] == ["loss.name=ce, noise.rate=0.2", "loss.name=hnc, seed=1", "loss.name=hnc, seed=2"]
+    _, cells, _ = load_sweep(
+        _write(tmp_path, {**union, "base": {**SWEEP["base"], "noise": {"kind": "symmetric", "rate": 0.1}}})
+    )
+    assert [c.label for c in cells] == [
+        "loss.name=ce, noise.rate=0.2",
+        "loss.name=hnc, seed=1",
+        "loss.name=hnc, seed=2",
+    ]
     bad = {**SWEEP, "grid": {"noise.kind": ["symmetric"], "noise.rate": [1.5]}}
     with pytest.raises(ConfigError, match=r"cell noise.kind=symmetric, noise.rate=1.5.*rate must be in \[0, 1\]"):
         load_sweep(_write(tmp_path / "bad", bad))
@@ -102,7 +108,9 @@ def test_a_sweep_killed_mid_cell_resumes_to_the_same_sweep_csv(tmp_path: Path) -
     subprocess.run(_sweep_command(reference_file), check=True, env=env, capture_output=True)
 
     _, cells, out = load_sweep(killed_file)
-    process = subprocess.Popen(_sweep_command(killed_file), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _sweep_command(killed_file), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state = cell_dir(out, cells[1]) / "train_state.pt"  # the second cell, after its first epoch
     deadline = time.monotonic() + 240
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -122,8 +130,13 @@ def test_dry_run_lists_what_is_done_and_left(tmp_path: Path) -> None:
     sweep_file = _write(tmp_path)
     _, cells, out = load_sweep(sweep_file)
     run_sweep(out, cells[:1])
-    result = subprocess.run([*_sweep_command(sweep_file), "--dry-run"], capture_output=True, text=True, check=True,
-                            env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    result = subprocess.run(
+        [*_sweep_command(sweep_file), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert "1 done, 0 partly done, 3 to do" in result.stdout
     assert not (cell_dir(out, cells[1])).exists()
 
@@ -164,16 +177,20 @@ def test_an_unknown_executor_is_an_error_that_lists_the_registered_ones(tmp_path
     assert list_executors() == ["local", "processes", "ray"]
     sweep_file = _write(tmp_path)
     _, cells, out = load_sweep(sweep_file)
-    with pytest.raises(ValueError, match=r"unknown executor 'proceses' \(did you mean 'processes'\?\); valid: local, processes, ray"):
+    with pytest.raises(
+        ValueError, match=r"unknown executor 'proceses' \(did you mean 'processes'\?\); valid: local, processes, ray"
+    ):
         run_sweep(out, cells, executor="proceses")
     assert not out.exists()
     env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run([*_sweep_command(sweep_file), "--executor", "threads"], check=False,
-                            capture_output=True, text=True, env=env)  # fmt: skip
+    result = subprocess.run(
+        [*_sweep_command(sweep_file), "--executor", "threads"], check=False, capture_output=True, text=True, env=env
+    )
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "unknown executor 'threads'; valid: local, processes, ray" in result.stderr
-    help_text = subprocess.run([*_sweep_command(sweep_file), "--help"], check=True, capture_output=True, text=True,
-                               env=env).stdout  # fmt: skip
+    help_text = subprocess.run(
+        [*_sweep_command(sweep_file), "--help"], check=True, capture_output=True, text=True, env=env
+    ).stdout
     assert "local, processes, ray" in help_text
 
 
@@ -192,7 +209,9 @@ def test_the_grid_the_config_and_the_store_do_not_import_the_executors() -> None
         assert not {name for name in imported if name and "executor" in name}, module
 
 
-requires_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the Ray executor tests need the ray extra")
+requires_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the Ray executor tests need the ray extra"
+)
 
 
 @requires_ray
@@ -225,13 +244,32 @@ def test_ray_executor_on_a_head_node_started_with_ray_start(tmp_path: Path) -> N
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     port = "6391"
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         sweep_file = _write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce"]}})
-        result = subprocess.run([*_sweep_command(sweep_file), "--executor", "ray", "--address", f"127.0.0.1:{port}"],
-                                check=False, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [*_sweep_command(sweep_file), "--executor", "ray", "--address", f"127.0.0.1:{port}"],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         marker = json.loads(next((tmp_path / "out" / "cells").glob("*/cell.json")).read_text())
         assert marker["values"] == {"loss.name": "ce"}

@@ -30,14 +30,16 @@ def test_noisy_training_records_the_noise_and_the_memorisation(tmp_path: Path) -
     assert log["memorization"].between(0, 1).all()
     assert result.meta["metrics"]["memorization"] == log["memorization"].iloc[-1]
     # test labels stay clean: the recorded test accuracy is against the clean test set
-    test_acc, _ = accuracy_and_loss(result.model, load_dataset("digits", "test"), batch_size=512,
-                                    device=torch.device("cpu"))  # fmt: skip
+    test_acc, _ = accuracy_and_loss(
+        result.model, load_dataset("digits", "test"), batch_size=512, device=torch.device("cpu")
+    )
     assert result.meta["metrics"]["test_acc"] == pytest.approx(test_acc)
 
 
 def test_memorisation_grows_when_the_model_fits_the_noise(tmp_path: Path) -> None:
-    config = load_train_config(None, ["model.options.width=16", "epochs=6", "noise.kind=pairflip",
-                                      "noise.rate=0.45", "augment=none"])  # fmt: skip
+    config = load_train_config(
+        None, ["model.options.width=16", "epochs=6", "noise.kind=pairflip", "noise.rate=0.45", "augment=none"]
+    )
     log = train(config, tmp_path / "pairflip").log
     assert log["memorization"].iloc[-1] > log["memorization"].iloc[0]
 

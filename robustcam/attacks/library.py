@@ -69,16 +69,19 @@ class FGSM(BoundedAttack):
 def _pgd_torchattacks(attack: PGD, context: BuildContext) -> Any:
     eps = _eps(attack, context)
     constructor = _torchattacks().PGD if attack.norm == "Linf" else _torchattacks().PGDL2
-    return constructor(context.model, eps=eps, alpha=attack.step_size(eps), steps=attack.steps,
-                       random_start=attack.random_start)  # fmt: skip
+    return constructor(
+        context.model, eps=eps, alpha=attack.step_size(eps), steps=attack.steps, random_start=attack.random_start
+    )
 
 
 def _pgd_foolbox(attack: PGD, context: BuildContext) -> Any:
     eps = _eps(attack, context)
     attacks = _foolbox().attacks
-    constructor = attacks.LinfProjectedGradientDescentAttack if attack.norm == "Linf" else (
-        attacks.L2ProjectedGradientDescentAttack
-    )  # fmt: skip
+    constructor = (
+        attacks.LinfProjectedGradientDescentAttack
+        if attack.norm == "Linf"
+        else (attacks.L2ProjectedGradientDescentAttack)
+    )
     return constructor(abs_stepsize=attack.step_size(eps), steps=attack.steps, random_start=attack.random_start)
 
 
@@ -119,9 +122,13 @@ def _cw_torchattacks(attack: CW, context: BuildContext) -> Any:
 
 def _cw_foolbox(attack: CW, context: BuildContext) -> Any:
     return _foolbox().attacks.L2CarliniWagnerAttack(
-        binary_search_steps=1, steps=attack.steps, stepsize=attack.lr, confidence=attack.kappa,
-        initial_const=attack.c, abort_early=True,
-    )  # fmt: skip
+        binary_search_steps=1,
+        steps=attack.steps,
+        stepsize=attack.lr,
+        confidence=attack.kappa,
+        initial_const=attack.c,
+        abort_early=True,
+    )
 
 
 @register_attack
@@ -155,9 +162,14 @@ class CW(MinimalAttack):
 
 def _apgd_torchattacks(attack: APGD, context: BuildContext) -> Any:
     return _torchattacks().APGD(
-        context.model, norm="Linf", eps=_eps(attack, context), steps=attack.steps, n_restarts=attack.restarts,
-        loss=attack.loss, seed=context.seed,
-    )  # fmt: skip
+        context.model,
+        norm="Linf",
+        eps=_eps(attack, context),
+        steps=attack.steps,
+        n_restarts=attack.restarts,
+        loss=attack.loss,
+        seed=context.seed,
+    )
 
 
 @register_attack
@@ -181,9 +193,13 @@ class APGD(BoundedAttack):
 
 def _autoattack_torchattacks(attack: AutoAttack, context: BuildContext) -> Any:
     return _torchattacks().AutoAttack(
-        context.model, norm="Linf", eps=_eps(attack, context), version=attack.version,
-        n_classes=context.num_classes, seed=context.seed,
-    )  # fmt: skip
+        context.model,
+        norm="Linf",
+        eps=_eps(attack, context),
+        version=attack.version,
+        n_classes=context.num_classes,
+        seed=context.seed,
+    )
 
 
 @register_attack

@@ -51,9 +51,7 @@ def fit_model(
     probe_channels = in_channels if in_channels is not None else _channels_from_stats(state_dict) or 3
     model = _build(source, arch, probe_classes, probe_channels, kwargs)
     layout, mapped = map_keys(get_spec(arch), model.state_dict(), state_dict)
-    final_classes = (
-        num_classes if num_classes is not None else _classes_from_head(source, arch, model, mapped)
-    )
+    final_classes = num_classes if num_classes is not None else _classes_from_head(source, arch, model, mapped)
     final_channels = in_channels
     if final_channels is None:
         final_channels = _channels_from_stats(state_dict) or _channels_from_first_conv(model, mapped) or 3
@@ -125,14 +123,10 @@ def install(source: Path, fitted: Fitted) -> None:
     try:
         model.load_state_dict(mapped, strict=True)
     except RuntimeError as error:  # _check_fits should have caught it; keep the one-line promise anyway
-        raise CheckpointError(
-            f"checkpoint {source} does not fit arch {model.arch!r}: {one_line(str(error))}"
-        ) from None
+        raise CheckpointError(f"checkpoint {source} does not fit arch {model.arch!r}: {one_line(str(error))}") from None
 
 
-def _build(
-    source: Path, arch: str, num_classes: int, in_channels: int, kwargs: Mapping[str, Any]
-) -> CAMClassifier:
+def _build(source: Path, arch: str, num_classes: int, in_channels: int, kwargs: Mapping[str, Any]) -> CAMClassifier:
     try:
         return build_model(arch, num_classes, in_channels, **kwargs)
     except (TypeError, ValueError) as error:

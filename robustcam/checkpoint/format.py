@@ -122,8 +122,7 @@ def _complete_meta(model: CAMClassifier, meta: Mapping[str, Any]) -> dict[str, A
         if key in plain:
             if not stats_agree(plain[key], buffer):
                 raise ValueError(
-                    f"meta[{key!r}] is {plain[key]!r} but the model normalises with "
-                    f"{key}={stats_list(buffer)}"
+                    f"meta[{key!r}] is {plain[key]!r} but the model normalises with {key}={stats_list(buffer)}"
                 )
         else:
             plain[key] = stats_list(buffer)
@@ -155,9 +154,7 @@ def _plain_json(value: object, where: str) -> object:
         result: dict[str, object] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(
-                    f"meta{where} has a key {key!r} of type {type(key).__name__}; JSON keys must be str"
-                )
+                raise TypeError(f"meta{where} has a key {key!r} of type {type(key).__name__}; JSON keys must be str")
             result[str.__str__(key)] = _plain_json(item, f"{where}[{key!r}]")
         return result
     if isinstance(value, (list, tuple)):
@@ -200,9 +197,7 @@ def _check_rebuildable(model: CAMClassifier, meta: Mapping[str, Any]) -> None:
         )
     kwargs = meta.get("model_kwargs", {})
     try:
-        rebuilt = _rebuilt_shapes(
-            model.arch, model.num_classes, model.in_channels, json.dumps(kwargs, sort_keys=True)
-        )
+        rebuilt = _rebuilt_shapes(model.arch, model.num_classes, model.in_channels, json.dumps(kwargs, sort_keys=True))
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"cannot save: build_model({model.arch!r}, {model.num_classes}, in_channels={model.in_channels}, "
@@ -219,9 +214,7 @@ def _check_rebuildable(model: CAMClassifier, meta: Mapping[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _rebuilt_shapes(
-    arch: str, num_classes: int, in_channels: int, kwargs_json: str
-) -> dict[str, tuple[int, ...]]:
+def _rebuilt_shapes(arch: str, num_classes: int, in_channels: int, kwargs_json: str) -> dict[str, tuple[int, ...]]:
     # Cached because training saves the same architecture again and again.
     model = build_model(arch, num_classes, in_channels, **json.loads(kwargs_json))
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}

@@ -34,9 +34,7 @@ def shape_problems(
             f"{name}: {source} {_shape(found[name])} vs {target} {_shape(expected[name])}"
             for name in mismatched[:MAX_NAMES]
         )
-        parts.append(
-            f"{_count(len(mismatched), 'size mismatch', 'size mismatches')} ({shown}{more(mismatched)})"
-        )
+        parts.append(f"{_count(len(mismatched), 'size mismatch', 'size mismatches')} ({shown}{more(mismatched)})")
     for names, label in ((missing, "missing key"), (unexpected, "unexpected key")):
         if names:
             shown = ", ".join(names[:MAX_NAMES])

@@ -70,9 +70,7 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     return source
 
 
-def read_checkpoint(
-    source: Path, map_location: str | torch.device
-) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+def read_checkpoint(source: Path, map_location: str | torch.device) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     """``(state_dict, stored meta)`` of a file; the meta is None for a bare state_dict."""
     if source.suffix == ".safetensors":
         device = map_location if isinstance(map_location, str) else str(map_location)
@@ -126,8 +124,7 @@ def _unreadable_message(source: Path, reason: str) -> str:
     if first in ("", "EOFError"):
         first = "unexpected end of file"
     return (
-        f"checkpoint {source} is not a readable PyTorch checkpoint "
-        f"(truncated, or not written by torch.save?): {first}"
+        f"checkpoint {source} is not a readable PyTorch checkpoint (truncated, or not written by torch.save?): {first}"
     )
 
 
@@ -166,9 +163,7 @@ def _meta_from_safetensors(source: Path, metadata: Mapping[str, str]) -> dict[st
             f"checkpoint {source} has unreadable {SAFETENSORS_META_KEY!r} metadata: {one_line(str(error))}"
         ) from None
     if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"checkpoint {source} has {SAFETENSORS_META_KEY!r} metadata that is not a JSON object"
-        )
+        raise CheckpointError(f"checkpoint {source} has {SAFETENSORS_META_KEY!r} metadata that is not a JSON object")
     return meta
 
 
@@ -184,9 +179,7 @@ def _unpack_robustcam(source: Path, loaded: Mapping[str, Any]) -> tuple[dict[str
 def _tensors_only(source: Path, candidate: Mapping[Any, Any]) -> dict[str, Tensor]:
     if not candidate:
         raise CheckpointError(f"checkpoint {source} holds an empty dict, not a state_dict")
-    bad = [
-        key for key, value in candidate.items() if not (isinstance(key, str) and isinstance(value, Tensor))
-    ]
+    bad = [key for key, value in candidate.items() if not (isinstance(key, str) and isinstance(value, Tensor))]
     if bad:
         keys = ", ".join(repr(key) for key in list(candidate)[:MAX_NAMES])
         raise CheckpointError(

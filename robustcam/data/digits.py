@@ -29,9 +29,7 @@ def digits_split(test_fraction: float = 0.2, split_seed: int = 0) -> tuple[np.nd
 
     labels = load_digits().target
     indices = np.arange(len(labels))
-    train, test = train_test_split(
-        indices, test_size=test_fraction, stratify=labels, random_state=split_seed
-    )
+    train, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=split_seed)
     return np.sort(train), np.sort(test)
 
 

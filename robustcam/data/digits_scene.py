@@ -57,7 +57,9 @@ class DigitScenes(NamedTuple):
 def _pair(value: float | Sequence[float], argument: str) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return float(value), float(value)
-    numbers = isinstance(value, Sequence) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    numbers = isinstance(value, Sequence) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
     if numbers and not isinstance(value, str) and len(value) == 2:
         low, high = (float(v) for v in value)
         return low, high
@@ -97,12 +99,8 @@ def _least_overlap_position(
     """A top-left corner for a ``side``-pixel digit whose ink ``box`` overlaps ``avoid`` least (ties at random)."""
     offsets = np.arange(canvas - side + 1)
     # Overlap of the ink's x-extent and y-extent with the box to avoid, for every offset.
-    overlap_x = np.clip(
-        np.minimum(offsets + box[2], avoid[2]) - np.maximum(offsets + box[0], avoid[0]), 0, None
-    )
-    overlap_y = np.clip(
-        np.minimum(offsets + box[3], avoid[3]) - np.maximum(offsets + box[1], avoid[1]), 0, None
-    )
+    overlap_x = np.clip(np.minimum(offsets + box[2], avoid[2]) - np.maximum(offsets + box[0], avoid[0]), 0, None)
+    overlap_y = np.clip(np.minimum(offsets + box[3], avoid[3]) - np.maximum(offsets + box[1], avoid[1]), 0, None)
     area = overlap_y[:, None] * overlap_x[None, :]
     candidates = np.argwhere(area == area.min())
     y, x = candidates[rng.integers(len(candidates))]
@@ -144,9 +142,7 @@ def render_digit_scenes(
     if not isinstance(canvas, int) or isinstance(canvas, bool) or canvas < MIN_DIGIT_SIDE:
         raise InputError(f"canvas must be an int >= {MIN_DIGIT_SIDE}, got {canvas!r}")
     size_low, size_high = _pair(digit_size, "digit_size")
-    if not (
-        size_low.is_integer() and size_high.is_integer() and MIN_DIGIT_SIDE <= size_low <= size_high <= canvas
-    ):
+    if not (size_low.is_integer() and size_high.is_integer() and MIN_DIGIT_SIDE <= size_low <= size_high <= canvas):
         raise InputError(
             f"digit_size must be whole numbers with {MIN_DIGIT_SIDE} <= low <= high <= canvas ({canvas}), "
             f"got {digit_size!r}"
@@ -155,9 +151,7 @@ def render_digit_scenes(
         raise InputError(f"distractor_prob must lie in [0, 1], got {distractor_prob!r}")
     intensity_low, intensity_high = _pair(distractor_intensity, "distractor_intensity")
     if not 0.0 < intensity_low <= intensity_high <= 1.0:
-        raise InputError(
-            f"distractor_intensity must satisfy 0 < low <= high <= 1, got {distractor_intensity!r}"
-        )
+        raise InputError(f"distractor_intensity must satisfy 0 < low <= high <= 1, got {distractor_intensity!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise InputError(f"seed must be a non-negative int, got {seed!r}")
 

@@ -62,18 +62,14 @@ def _images_in(folder: Path) -> list[Path]:
     )
 
 
-def _scan(
-    folder: Path, class_names: Sequence[str] | None = None
-) -> tuple[tuple[str, ...], list[Path], list[int]]:
+def _scan(folder: Path, class_names: Sequence[str] | None = None) -> tuple[tuple[str, ...], list[Path], list[int]]:
     """(class names, image paths, labels) of ``folder/<class>/...``; images found recursively per class."""
     if not folder.is_dir():
         raise DatasetNotFoundError(f"imagefolder: {folder} is not a folder")
     found = _visible_dirs(folder)
     names = tuple(p.name for p in found) if class_names is None else tuple(class_names)
     if not names:
-        raise DatasetNotFoundError(
-            f"imagefolder: {folder} has no class subfolders (expected {folder}/<class>/<image>)"
-        )
+        raise DatasetNotFoundError(f"imagefolder: {folder} has no class subfolders (expected {folder}/<class>/<image>)")
     unknown = sorted({p.name for p in found} - set(names))
     if unknown:
         raise DatasetNotFoundError(
@@ -187,7 +183,9 @@ def imagefolder(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if path is None:
-        raise InputError("imagefolder needs the option path (a folder of class subfolders of images): set data.options.path")
+        raise InputError(
+            "imagefolder needs the option path (a folder of class subfolders of images): set data.options.path"
+        )
     size = _image_size(image_size)
     folder = _resolve(path, root)
     if not folder.is_dir():
@@ -203,9 +201,7 @@ def imagefolder(
             if not paths:
                 raise DatasetNotFoundError(f"imagefolder: {test_dirs[0]} has no images")
     else:
-        class_names, all_paths, all_labels = _scan(
-            folder / "train" if (folder / "train").is_dir() else folder
-        )
+        class_names, all_paths, all_labels = _scan(folder / "train" if (folder / "train").is_dir() else folder)
         train_idx, test_idx = stratified_split(all_labels, test_fraction, split_seed)
         chosen = train_idx if split == "train" else test_idx
         paths = [all_paths[i] for i in chosen]
@@ -214,6 +210,4 @@ def imagefolder(
     channels = 1 if grayscale else 3
     mean, std = (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD) if grayscale else (IMAGENET_MEAN, IMAGENET_STD)
     info = DatasetInfo("imagefolder", len(class_names), class_names, mean, std, (channels, *size))
-    return ImageFolderDataset(
-        paths, torch.tensor(labels, dtype=torch.long), info, image_size=size, grayscale=grayscale
-    )
+    return ImageFolderDataset(paths, torch.tensor(labels, dtype=torch.long), info, image_size=size, grayscale=grayscale)

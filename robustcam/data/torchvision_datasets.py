@@ -143,9 +143,7 @@ def read_idx_file(path: Path, *, ndim: int, name: str = "dataset") -> np.ndarray
     magic = int.from_bytes(raw[:4], "big")
     expected_magic = (IDX_UBYTE << 8) | ndim
     if magic != expected_magic:
-        raise corrupt_file_error(
-            name, path, f"idx magic number {magic:#010x}, expected {expected_magic:#010x}"
-        )
+        raise corrupt_file_error(name, path, f"idx magic number {magic:#010x}, expected {expected_magic:#010x}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected_size = header_size + int(np.prod(shape))
     if len(raw) != expected_size:
@@ -180,11 +178,14 @@ def read_processed_file(path: Path, *, name: str = "mnist") -> tuple[np.ndarray,
         raise corrupt_file_error(name, path, f"{type(exc).__name__}: {exc}") from exc
     pair = isinstance(content, (tuple, list)) and len(content) == 2
     if not pair or not all(isinstance(part, torch.Tensor) for part in content):
-        raise corrupt_file_error(name, path, f"holds a {type(content).__name__}, expected an (images, labels) "
-                                             "pair of tensors")  # fmt: skip
+        raise corrupt_file_error(
+            name, path, f"holds a {type(content).__name__}, expected an (images, labels) pair of tensors"
+        )
     images, labels = content
     if images.dtype != torch.uint8 or images.ndim != 3:
-        raise corrupt_file_error(name, path, f"images are {images.dtype} {tuple(images.shape)}, expected uint8 (N, H, W)")
+        raise corrupt_file_error(
+            name, path, f"images are {images.dtype} {tuple(images.shape)}, expected uint8 (N, H, W)"
+        )
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise corrupt_file_error(name, path, f"labels are {labels.dtype} {tuple(labels.shape)}, expected integers (N,)")
     return images.numpy(), labels.numpy().astype(np.int64)
@@ -221,16 +222,18 @@ def _idx_dataset(
         def fetch() -> object:
             import torchvision.datasets
 
-            return getattr(torchvision.datasets, torchvision_class)(
-                str(root), train=split == "train", download=True
-            )
+            return getattr(torchvision.datasets, torchvision_class)(str(root), train=split == "train", download=True)
 
         _download(name, root, fetch)
         found = _read_mnist_files(name, root / folder, split)
     if found is None:
         raw_dir, (image_name, _) = root / folder / "raw", IDX_FILES[split]
-        raise missing_dataset_error(name, raw_dir / image_name, alternative=raw_dir / f"{image_name}.gz",
-                                    processed=root / folder / "processed" / PROCESSED_FILES[split])  # fmt: skip
+        raise missing_dataset_error(
+            name,
+            raw_dir / image_name,
+            alternative=raw_dir / f"{image_name}.gz",
+            processed=root / folder / "processed" / PROCESSED_FILES[split],
+        )
     images, labels, image_path, label_path = found
     if images.shape[0] != labels.shape[0]:
         raise corrupt_file_error(name, label_path, f"{labels.shape[0]} labels for {images.shape[0]} images")
@@ -345,9 +348,7 @@ def read_cifar_pickle(path: Path, *, name: str = "cifar") -> dict[str, Any]:
         raise corrupt_file_error(name, path, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(content, dict):
         raise corrupt_file_error(name, path, f"holds a {type(content).__name__}, expected a dict")
-    return {
-        key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in content.items()
-    }
+    return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}
 
 
 def _names(content: dict[str, Any], key: str, path: Path, name: str, count: int) -> tuple[str, ...]:
@@ -357,9 +358,7 @@ def _names(content: dict[str, Any], key: str, path: Path, name: str, count: int)
     return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
 
 
-def _labels(
-    content: dict[str, Any], key: str, path: Path, name: str, count: int, num_classes: int
-) -> np.ndarray:
+def _labels(content: dict[str, Any], key: str, path: Path, name: str, count: int, num_classes: int) -> np.ndarray:
     values = content.get(key)
     if values is None:
         raise corrupt_file_error(name, path, f"no {key!r} entry")
@@ -372,12 +371,7 @@ def _labels(
 
 def _cifar_data(content: dict[str, Any], path: Path, name: str) -> np.ndarray:
     data = content.get("data")
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != 3 * 32 * 32
-    ):
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         described = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise corrupt_file_error(name, path, f"'data' is {described}, expected uint8 (N, 3072)")
     # Each row is the 1024 red, then green, then blue values of a 32x32 image, row-major: CHW.
@@ -412,9 +406,7 @@ def cifar10(split: str, *, root: Path, download: bool = False) -> TensorImageDat
 
         _download("cifar10", root, fetch)
     *batch_paths, meta_path = _cifar_files("cifar10", folder, CIFAR10_FILES[split], "batches.meta")
-    class_names = _names(
-        read_cifar_pickle(meta_path, name="cifar10"), "label_names", meta_path, "cifar10", 10
-    )
+    class_names = _names(read_cifar_pickle(meta_path, name="cifar10"), "label_names", meta_path, "cifar10", 10)
     images, labels = [], []
     for path in batch_paths:
         content = read_cifar_pickle(path, name="cifar10")
@@ -422,9 +414,7 @@ def cifar10(split: str, *, root: Path, download: bool = False) -> TensorImageDat
         images.append(data)
         labels.append(_labels(content, "labels", path, "cifar10", data.shape[0], 10))
     info = DatasetInfo("cifar10", 10, class_names, CIFAR10_MEAN, CIFAR10_STD, (3, 32, 32))
-    return TensorImageDataset(
-        torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), info
-    )
+    return TensorImageDataset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), info)
 
 
 class CIFAR100Dataset(TensorImageDataset):

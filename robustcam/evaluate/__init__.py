@@ -59,9 +59,17 @@ from robustcam.models import CAMClassifier
 from robustcam.runtime import eval_mode, library_versions
 
 _MATRIX_DEFAULTS: dict[str, Any] = {
-    "eps": DEFAULT_EPS, "eps_l2": DEFAULT_EPS_L2, "backends": ("torchattacks",), "n": None, "batch_size": 256,
-    "cascade": True, "seed": 0, "sanity": True, "cam_stats": True, "cam_topk": None,
-}  # fmt: skip
+    "eps": DEFAULT_EPS,
+    "eps_l2": DEFAULT_EPS_L2,
+    "backends": ("torchattacks",),
+    "n": None,
+    "batch_size": 256,
+    "cascade": True,
+    "seed": 0,
+    "sanity": True,
+    "cam_stats": True,
+    "cam_topk": None,
+}
 
 
 def matrix_config(attacks: Sequence[Attack | str], **matrix: Any) -> EvalConfig:
@@ -131,8 +139,18 @@ def evaluate(
         adv_dir: if given, adversarial examples are saved there, one file per batch.
         progress: receives job start/advance/end events.
     """
-    matrix = {"eps": eps, "eps_l2": eps_l2, "backends": backends, "n": n, "batch_size": batch_size,
-              "cascade": cascade, "seed": seed, "sanity": sanity, "cam_stats": cam_stats, "cam_topk": cam_topk}  # fmt: skip
+    matrix = {
+        "eps": eps,
+        "eps_l2": eps_l2,
+        "backends": backends,
+        "n": n,
+        "batch_size": batch_size,
+        "cascade": cascade,
+        "seed": seed,
+        "sanity": sanity,
+        "cam_stats": cam_stats,
+        "cam_topk": cam_topk,
+    }
     if isinstance(attacks, EvalConfig):
         given = sorted(k for k, v in matrix.items() if v != _MATRIX_DEFAULTS[k])
         if given:
@@ -142,8 +160,13 @@ def evaluate(
         config = matrix_config(attacks, **matrix)
     _check_fits(model, dataset)
     with eval_mode(model):
-        return _evaluate(model, dataset, config, adv_dir=Path(adv_dir) if adv_dir is not None else None,
-                         progress=progress or EvalProgress())  # fmt: skip
+        return _evaluate(
+            model,
+            dataset,
+            config,
+            adv_dir=Path(adv_dir) if adv_dir is not None else None,
+            progress=progress or EvalProgress(),
+        )
 
 
 def _check_fits(model: CAMClassifier, dataset: ImageDataset) -> None:
@@ -167,11 +190,22 @@ def _evaluate(
     positions = select_samples(len(dataset), config.n, config.seed)
     boxes = dataset.boxes[positions] if config.cam_stats and dataset.boxes is not None else None
     measurer = Measurer(model, len(positions), cam_stats=config.cam_stats, cam_topk=config.cam_topk, boxes=boxes)
-    context = EvalContext(model, dataset, positions, measurer, config.batch_size, config.seed, config.cascade,
-                          progress, adv_dir, keep_examples=config.cam_stats)  # fmt: skip
+    context = EvalContext(
+        model,
+        dataset,
+        positions,
+        measurer,
+        config.batch_size,
+        config.seed,
+        config.cascade,
+        progress,
+        adv_dir,
+        keep_examples=config.cam_stats,
+    )
     clean = clean_pass(context, probe=config.sanity)
-    outcomes = [(attack, backend, run_job(attack, backend, budgets[attack.norm], clean, context))
-                for attack, backend in jobs]  # fmt: skip
+    outcomes = [
+        (attack, backend, run_job(attack, backend, budgets[attack.norm], clean, context)) for attack, backend in jobs
+    ]
     per_sample = _records(outcomes)
     summary = summarize(per_sample, clean_pred=clean.pred, labels=clean.labels)
     timings = [t for attack, backend, o in outcomes for t in o.timings(attack, backend, budgets[attack.norm])]
@@ -216,8 +250,14 @@ def _flags(
     if zero is not None:
         flags.append(zero)
     if config.sanity and any(isinstance(a, BoundedAttack) and a.norm == "Linf" for a in attacks):
-        large = large_eps_check(context.model, context.dataset, context.positions, clean.correct, seed=config.seed,
-                                batch_size=config.batch_size)  # fmt: skip
+        large = large_eps_check(
+            context.model,
+            context.dataset,
+            context.positions,
+            clean.correct,
+            seed=config.seed,
+            batch_size=config.batch_size,
+        )
         if large is not None:
             flags.append(large)
     flags += [SanityFlag("backend_skipped", note) for note in notes]
@@ -225,9 +265,12 @@ def _flags(
 
 
 def _meta(
-    config: EvalConfig, attacks: Sequence[Attack], budgets: dict[Norm, list[float]], clean: CleanPass,
+    config: EvalConfig,
+    attacks: Sequence[Attack],
+    budgets: dict[Norm, list[float]],
+    clean: CleanPass,
     context: EvalContext,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     total = len(context.positions)
     measurer = context.measurer
     return {
@@ -248,10 +291,12 @@ def _meta(
         "dataset": context.dataset.info.to_dict(),
         "versions": library_versions(),
         "cam_stats": {
-            "enabled": config.cam_stats, "topk": measurer.topk if config.cam_stats else None,
-            "localization": measurer.boxes is not None, "localization_protocols": measurer.localization_meta(),
+            "enabled": config.cam_stats,
+            "topk": measurer.topk if config.cam_stats else None,
+            "localization": measurer.boxes is not None,
+            "localization_protocols": measurer.localization_meta(),
         },
-    }  # fmt: skip
+    }
 
 
 __all__ = [

@@ -34,8 +34,14 @@ def clean_record(measurer: Measurer, images: Tensor, labels: Tensor, indices: Te
     """Clean samples with their raw CAMs and predictions, and an empty ``adv`` mapping."""
     logits, cams = measurer.forward_no_grad(images)
     assert cams is not None, "examples need CAM statistics"
-    return {"indices": indices.cpu(), "labels": labels.cpu(), "clean_pred": logits.argmax(1).cpu(),
-            "images": images.cpu(), "cams": cams.cpu(), "adv": {}}  # fmt: skip
+    return {
+        "indices": indices.cpu(),
+        "labels": labels.cpu(),
+        "clean_pred": logits.argmax(1).cpu(),
+        "images": images.cpu(),
+        "cams": cams.cpu(),
+        "adv": {},
+    }
 
 
 def adversarial_record(measurer: Measurer, images: Tensor) -> dict[str, Tensor]:
@@ -61,9 +67,15 @@ class CamExamples:
 
 
 def cam_examples(
-    model: CAMClassifier, dataset: ImageDataset, indices: Tensor, attack: Attack, *, backend: str, eps: float,
+    model: CAMClassifier,
+    dataset: ImageDataset,
+    indices: Tensor,
+    attack: Attack,
+    *,
+    backend: str,
+    eps: float,
     seed: int,
-) -> CamExamples:  # fmt: skip
+) -> CamExamples:
     """Attack the samples at ``indices`` once (at ``eps``; a minimal attack ignores it) and
     record their CAMs and negative-CAM statistics, clean and adversarial."""
     check_supported(attack, backend)
@@ -71,14 +83,18 @@ def cam_examples(
     (batch,) = iterate_batches(dataset, len(indices), order=indices, device=device)
     measurer = Measurer(model, len(indices), cam_stats=True, cam_topk=None, boxes=None)
     budget = None if attack.kind == "minimal" else eps
-    adversarial = get_backend(backend).run(attack, model, batch.images, batch.labels, budget,
-                                           seed=attack_seed(seed, attack.name, backend, 0, 0))  # fmt: skip
+    adversarial = get_backend(backend).run(
+        attack, model, batch.images, batch.labels, budget, seed=attack_seed(seed, attack.name, backend, 0, 0)
+    )
     examples = clean_record(measurer, batch.images, batch.labels, indices)
     key = example_key(attack, backend, eps)
     examples["adv"][key] = adversarial_record(measurer, adversarial)
-    rows: dict[str, Any] = {"index": indices.tolist(), "label": batch.labels.tolist(),
-                            "clean_pred": examples["clean_pred"].tolist(),
-                            "adv_pred": examples["adv"][key]["pred"].tolist()}  # fmt: skip
+    rows: dict[str, Any] = {
+        "index": indices.tolist(),
+        "label": batch.labels.tolist(),
+        "clean_pred": examples["clean_pred"].tolist(),
+        "adv_pred": examples["adv"][key]["pred"].tolist(),
+    }
     for prefix, cams in (("clean", examples["cams"]), ("adv", examples["adv"][key]["cams"])):
         for name, values in negative_cam_stats(cams, batch.labels.cpu(), k=measurer.topk).items():
             rows[f"{prefix}_{name}"] = values.tolist()

@@ -60,8 +60,9 @@ class EvalContext:
     def batches(self) -> Iterator[tuple[int, slice, Batch]]:
         """(batch index, rows of the evaluated samples, batch), in order, one batch in memory at a time."""
         start = 0
-        for index, batch in enumerate(iterate_batches(self.dataset, self.batch_size, order=self.positions,
-                                                      device=self.device)):  # fmt: skip
+        for index, batch in enumerate(
+            iterate_batches(self.dataset, self.batch_size, order=self.positions, device=self.device)
+        ):
             stop = start + len(batch.labels)
             yield index, slice(start, stop), batch
             start = stop
@@ -88,8 +89,13 @@ class CleanPass:
     def base(self, positions: Tensor, rows: slice) -> dict[str, Tensor]:
         """The columns every row of these samples carries: index, label, clean measurements."""
         base = {"index": positions[rows], "label": self.labels[rows], "clean_correct": self.correct[rows]}
-        base.update({f"clean_{key.removeprefix('adv_')}" if key != "adv_pred" else "clean_pred": value[rows]
-                     for key, value in self.values.items() if key not in PERTURBATION_COLUMNS})  # fmt: skip
+        base.update(
+            {
+                f"clean_{key.removeprefix('adv_')}" if key != "adv_pred" else "clean_pred": value[rows]
+                for key, value in self.values.items()
+                if key not in PERTURBATION_COLUMNS
+            }
+        )
         return base
 
 
@@ -109,8 +115,12 @@ def clean_pass(context: EvalContext, *, probe: bool) -> CleanPass:
         clean.labels[rows] = batch.labels.cpu()
         if index == 0 and context.keep_examples:
             # the first batch may hold fewer than EXAMPLE_COUNT samples (a small --batch-size)
-            clean.examples = clean_record(context.measurer, batch.images[:EXAMPLE_COUNT],
-                                          batch.labels[:EXAMPLE_COUNT], context.positions[rows][:EXAMPLE_COUNT])  # fmt: skip
+            clean.examples = clean_record(
+                context.measurer,
+                batch.images[:EXAMPLE_COUNT],
+                batch.labels[:EXAMPLE_COUNT],
+                context.positions[rows][:EXAMPLE_COUNT],
+            )
         context.progress.on_job_advance(CLEAN_JOB, rows.stop)
     context.progress.on_job_end(CLEAN_JOB)
     return clean
@@ -129,10 +139,17 @@ class JobOutcome:
     example: tuple[str, dict[str, Tensor]] | None = None
 
     def timings(self, attack: Attack, backend: str, budgets: Sequence[float]) -> list[dict[str, Any]]:
-        return [{
-            "attack": attack.name, "backend": backend, "norm": attack.norm, "eps": eps, "time_s": self.seconds[j],
-            "images_per_s": self.attacked[j] / self.seconds[j] if self.seconds[j] > 0 else math.nan,
-        } for j, eps in enumerate(budgets)]  # fmt: skip
+        return [
+            {
+                "attack": attack.name,
+                "backend": backend,
+                "norm": attack.norm,
+                "eps": eps,
+                "time_s": self.seconds[j],
+                "images_per_s": self.attacked[j] / self.seconds[j] if self.seconds[j] > 0 else math.nan,
+            }
+            for j, eps in enumerate(budgets)
+        ]
 
 
 @dataclass
@@ -144,7 +161,9 @@ class _BatchState:
     broken: Tensor
 
 
-def run_job(attack: Attack, backend: str, budgets: Sequence[float], clean: CleanPass, context: EvalContext) -> JobOutcome:
+def run_job(
+    attack: Attack, backend: str, budgets: Sequence[float], clean: CleanPass, context: EvalContext
+) -> JobOutcome:
     """Run one (attack, backend) over every batch; rows in batch order, eps ascending."""
     job = f"{attack.name}/{backend}"
     outcome = JobOutcome(Records(), [0.0] * len(budgets), [0] * len(budgets))
@@ -175,8 +194,9 @@ def _attack_batch(
     base = clean.base(context.positions, rows)
     correct = clean.correct[rows]
     size = rows.stop - rows.start
-    state = _BatchState({key: value[rows].clone() for key, value in clean.values.items()},
-                        torch.zeros(size, dtype=torch.bool))  # fmt: skip
+    state = _BatchState(
+        {key: value[rows].clone() for key, value in clean.values.items()}, torch.zeros(size, dtype=torch.bool)
+    )
     state.best["source_eps"] = torch.full((size,), math.nan, dtype=torch.float64)
     for run in attack.runs(budgets):
         began = time.perf_counter()
@@ -214,12 +234,23 @@ def _run_on(
     index, rows, batch = where
     chosen = targets.to(context.device)
     adversarial = get_backend(backend).run(
-        attack, context.model, batch.images[chosen], batch.labels[chosen], eps,
+        attack,
+        context.model,
+        batch.images[chosen],
+        batch.labels[chosen],
+        eps,
         seed=attack_seed(context.seed, attack.name, backend, eps_index, index),
-    )  # fmt: skip
+    )
     measured = context.measurer.measure(batch.images[chosen], adversarial, batch.labels[chosen], rows.start + targets)
-    save_adversarial(context.adv_root, f"{attack.name}/{backend}", eps, attack.norm, index,
-                     context.positions[rows][targets], adversarial)  # fmt: skip
+    save_adversarial(
+        context.adv_root,
+        f"{attack.name}/{backend}",
+        eps,
+        attack.norm,
+        index,
+        context.positions[rows][targets],
+        adversarial,
+    )
     if examples is not None:
         kept = targets < EXAMPLE_COUNT
         examples[targets[kept]] = adversarial[kept.to(context.device)]

@@ -66,8 +66,9 @@ class Measurer:
     The clean CAM peaks it remembers are what the adversarial peak gain and peak shift compare to.
     """
 
-    def __init__(self, model: CAMClassifier, total: int, *, cam_stats: bool, cam_topk: int | None,
-                 boxes: Tensor | None) -> None:  # fmt: skip
+    def __init__(
+        self, model: CAMClassifier, total: int, *, cam_stats: bool, cam_topk: int | None, boxes: Tensor | None
+    ) -> None:
         self.model = model
         self.cam_stats = cam_stats
         self.topk = resolve_topk(cam_topk, model.num_classes) if cam_stats else 0
@@ -129,9 +130,12 @@ class Measurer:
         return {
             "protocols": list(LOCALIZATION_PROTOCOLS),
             "head_bias_removed": self.head_bias is not None,
-            "maxboxacc_v2": {"cam_curve_interval": CAM_CURVE_INTERVAL, "iou_thresholds": list(MAXBOXACC_IOU_THRESHOLDS),
-                             "file": MAXBOXACC_FILE},
-        }  # fmt: skip
+            "maxboxacc_v2": {
+                "cam_curve_interval": CAM_CURVE_INTERVAL,
+                "iou_thresholds": list(MAXBOXACC_IOU_THRESHOLDS),
+                "file": MAXBOXACC_FILE,
+            },
+        }
 
     def measure_clean(
         self, images: Tensor, labels: Tensor, rows: slice, *, probe_gradient: bool = False
@@ -153,8 +157,12 @@ class Measurer:
             logits, cams = self.forward_no_grad(images)
         pred = logits.argmax(1)
         size = len(labels)
-        values = {"adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
-                  "linf": torch.zeros(size), "l2": torch.zeros(size)}  # fmt: skip
+        values = {
+            "adv_pred": pred.cpu(),
+            "margin": logit_margin(logits, labels).cpu(),
+            "linf": torch.zeros(size),
+            "l2": torch.zeros(size),
+        }
         if cams is not None:
             values.update(self._cam_values(cams, labels, pred, rows))
             self.clean_peaks[rows] = cams.flatten(2).amax(2).cpu()
@@ -170,10 +178,12 @@ class Measurer:
         delta = (adversarial - clean).flatten(1).float()
         flat = adversarial.flatten(1)
         values = {
-            "adv_pred": pred.cpu(), "margin": logit_margin(logits, labels).cpu(),
-            "linf": delta.abs().amax(1).cpu(), "l2": delta.norm(dim=1).cpu(),
+            "adv_pred": pred.cpu(),
+            "margin": logit_margin(logits, labels).cpu(),
+            "linf": delta.abs().amax(1).cpu(),
+            "l2": delta.norm(dim=1).cpu(),
             "in_range": ((flat.min(dim=1).values >= 0) & (flat.max(dim=1).values <= 1)).cpu(),
-        }  # fmt: skip
+        }
         if cams is not None:
             values.update(self._cam_values(cams, labels, pred, rows))
             index = torch.arange(len(labels), device=cams.device)

@@ -65,11 +65,13 @@ def score(
     row["valid"][targets] = valid
     row["success"][targets] = success
     # float64: exactly the eps it broke at
-    row["source_eps"][targets] = torch.where(success, torch.full(success.shape, budget, dtype=torch.float64),
-                                             _nan(len(success)))  # fmt: skip
+    row["source_eps"][targets] = torch.where(
+        success, torch.full(success.shape, budget, dtype=torch.float64), _nan(len(success))
+    )
     for k in (~valid | ~in_range).nonzero().squeeze(1).tolist():
-        row["violation"][int(targets[k])] = attack.violation(bool(in_range[k]), bool(within[k]),
-                                                             float(norm_size[k]), budget)  # fmt: skip
+        row["violation"][int(targets[k])] = attack.violation(
+            bool(in_range[k]), bool(within[k]), float(norm_size[k]), budget
+        )
     return row
 
 
@@ -84,8 +86,12 @@ class Records:
         (what ``score`` returned)."""
         size = len(base["index"])
         values: dict[str, Any] = dict(base)
-        values.update(attack=np.full(size, attack.name, dtype=object), backend=np.full(size, backend, dtype=object),
-                      norm=np.full(size, attack.norm, dtype=object), eps=np.full(size, eps))  # fmt: skip
+        values.update(
+            attack=np.full(size, attack.name, dtype=object),
+            backend=np.full(size, backend, dtype=object),
+            norm=np.full(size, attack.norm, dtype=object),
+            eps=np.full(size, eps),
+        )
         values.update(row)
         values["robust"] = base["clean_correct"] & ~row["success"]
         values["violation"] = np.asarray(row["violation"], dtype=object)

@@ -50,36 +50,44 @@ def sanity_flags(summary: pd.DataFrame, agreement: pd.DataFrame, *, n_samples: i
         pgd = group[group["attack"] == "pgd"].set_index("eps")["robust_acc"]
         for eps in fgsm.index.intersection(pgd.index):
             if fgsm[eps] < pgd[eps] - one_sample:
-                flags.append(SanityFlag(
-                    "fgsm_stronger_than_pgd",
-                    f"{backend}: FGSM ({100 * fgsm[eps]:.1f}%) beats PGD ({100 * pgd[eps]:.1f}%) at eps "
-                    f"{format_eps(eps, 'Linf')}: a sign of gradient masking or too few PGD steps",
-                ))  # fmt: skip
+                flags.append(
+                    SanityFlag(
+                        "fgsm_stronger_than_pgd",
+                        f"{backend}: FGSM ({100 * fgsm[eps]:.1f}%) beats PGD ({100 * pgd[eps]:.1f}%) at eps "
+                        f"{format_eps(eps, 'Linf')}: a sign of gradient masking or too few PGD steps",
+                    )
+                )
     for (attack, backend), group in attacks.groupby(["attack", "backend"]):
         accuracies = group.sort_values("eps")[["eps", "robust_acc"]].to_numpy()
         for (eps_a, acc_a), (eps_b, acc_b) in itertools.pairwise(accuracies):
             if acc_b > acc_a + one_sample:
                 norm = str(group["norm"].iloc[0])
-                flags.append(SanityFlag(
-                    "robust_accuracy_rises_with_eps",
-                    f"{attack}/{backend}: robust accuracy rises from {100 * acc_a:.1f}% at eps "
-                    f"{format_eps(eps_a, norm)} to {100 * acc_b:.1f}% at {format_eps(eps_b, norm)}"  # type: ignore[arg-type]
-                    " (the attack is not finding examples it should)",
-                ))  # fmt: skip
+                flags.append(
+                    SanityFlag(
+                        "robust_accuracy_rises_with_eps",
+                        f"{attack}/{backend}: robust accuracy rises from {100 * acc_a:.1f}% at eps "
+                        f"{format_eps(eps_a, norm)} to {100 * acc_b:.1f}% at {format_eps(eps_b, norm)}"  # type: ignore[arg-type]
+                        " (the attack is not finding examples it should)",
+                    )
+                )
     invalid = attacks[attacks["n_invalid"] > 0]
     for row in invalid.itertuples():
-        flags.append(SanityFlag(
-            "budget_violations",
-            f"{row.attack}/{row.backend} at eps {row.eps:.6g}: {row.n_invalid} adversarial examples outside "
-            "[0, 1] or the eps ball; they were not counted as breaks",
-        ))  # fmt: skip
+        flags.append(
+            SanityFlag(
+                "budget_violations",
+                f"{row.attack}/{row.backend} at eps {row.eps:.6g}: {row.n_invalid} adversarial examples outside "
+                "[0, 1] or the eps ball; they were not counted as breaks",
+            )
+        )
     if not agreement.empty:
         for row in agreement[agreement["difference_points"].abs() > DISAGREEMENT_POINTS].itertuples():
-            flags.append(SanityFlag(
-                "backends_disagree",
-                f"{row.attack} at eps {row.eps:.6g}: torchattacks {100 * row.robust_acc_torchattacks:.1f}% vs "
-                f"foolbox {100 * row.robust_acc_foolbox:.1f}% ({row.difference_points:+.1f} points)",
-            ))  # fmt: skip
+            flags.append(
+                SanityFlag(
+                    "backends_disagree",
+                    f"{row.attack} at eps {row.eps:.6g}: torchattacks {100 * row.robust_acc_torchattacks:.1f}% vs "
+                    f"foolbox {100 * row.robust_acc_foolbox:.1f}% ({row.difference_points:+.1f} points)",
+                )
+            )
     return flags
 
 

@@ -31,16 +31,27 @@ def summarize(
             rows.append(_summary_row(attack, backend, norm, eps, group))
         for (norm, eps), group in per_sample.groupby(["norm", "eps"], sort=True):
             worst = group.groupby("index").agg(
-                robust=("robust", "all"), clean_correct=("clean_correct", "first"),
-            )  # fmt: skip
+                robust=("robust", "all"),
+                clean_correct=("clean_correct", "first"),
+            )
             n = len(worst)
-            rows.append({
-                "attack": "worst", "backend": "all", "norm": norm, "eps": eps, "n": n,
-                "clean_acc": worst["clean_correct"].mean(), "robust_acc": worst["robust"].mean(),
-                "attack_success_rate": _rate((worst["clean_correct"] & ~worst["robust"]).sum(),
-                                             worst["clean_correct"].sum()),
-                "median_norm": math.nan, "n_attacked": 0, "n_invalid": 0,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "attack": "worst",
+                    "backend": "all",
+                    "norm": norm,
+                    "eps": eps,
+                    "n": n,
+                    "clean_acc": worst["clean_correct"].mean(),
+                    "robust_acc": worst["robust"].mean(),
+                    "attack_success_rate": _rate(
+                        (worst["clean_correct"] & ~worst["robust"]).sum(), worst["clean_correct"].sum()
+                    ),
+                    "median_norm": math.nan,
+                    "n_attacked": 0,
+                    "n_invalid": 0,
+                }
+            )
         first = per_sample.drop_duplicates("index")
         clean_acc = float(first["clean_correct"].mean())
         n_clean = len(first)
@@ -48,11 +59,22 @@ def summarize(
         assert clean_pred is not None and labels is not None
         n_clean = len(labels)
         clean_acc = float((clean_pred == labels).float().mean()) if n_clean else math.nan
-    rows.insert(0, {
-        "attack": "clean", "backend": "none", "norm": "none", "eps": 0.0, "n": n_clean, "clean_acc": clean_acc,
-        "robust_acc": clean_acc, "attack_success_rate": math.nan, "median_norm": math.nan,
-        "n_attacked": 0, "n_invalid": 0,
-    })  # fmt: skip
+    rows.insert(
+        0,
+        {
+            "attack": "clean",
+            "backend": "none",
+            "norm": "none",
+            "eps": 0.0,
+            "n": n_clean,
+            "clean_acc": clean_acc,
+            "robust_acc": clean_acc,
+            "attack_success_rate": math.nan,
+            "median_norm": math.nan,
+            "n_attacked": 0,
+            "n_invalid": 0,
+        },
+    )
     return pd.DataFrame(rows)
 
 
@@ -64,12 +86,18 @@ def _summary_row(attack: str, backend: str, norm: str, eps: float, group: pd.Dat
     norm_column = "linf" if norm == "Linf" else "l2"
     successful = group.loc[group["success"], norm_column]
     return {
-        "attack": attack, "backend": backend, "norm": norm, "eps": eps, "n": len(group),
-        "clean_acc": group["clean_correct"].mean(), "robust_acc": group["robust"].mean(),
+        "attack": attack,
+        "backend": backend,
+        "norm": norm,
+        "eps": eps,
+        "n": len(group),
+        "clean_acc": group["clean_correct"].mean(),
+        "robust_acc": group["robust"].mean(),
         "attack_success_rate": _rate(group["success"].sum(), group["clean_correct"].sum()),
         "median_norm": float(successful.median()) if len(successful) else math.nan,
-        "n_attacked": int(group["attacked"].sum()), "n_invalid": int((~group["valid"]).sum()),
-    }  # fmt: skip
+        "n_attacked": int(group["attacked"].sum()),
+        "n_invalid": int((~group["valid"]).sum()),
+    }
 
 
 def backend_agreement(per_sample: pd.DataFrame) -> pd.DataFrame:
@@ -83,11 +111,17 @@ def backend_agreement(per_sample: pd.DataFrame) -> pd.DataFrame:
         if not {"torchattacks", "foolbox"} <= set(by_backend.columns):
             continue
         ta, fb_ = by_backend["torchattacks"].astype(bool), by_backend["foolbox"].astype(bool)
-        rows.append({
-            "attack": attack, "norm": norm, "eps": eps,
-            "robust_acc_torchattacks": ta.mean(), "robust_acc_foolbox": fb_.mean(),
-            "difference_points": 100 * (ta.mean() - fb_.mean()), "agreement_rate": (ta == fb_).mean(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "attack": attack,
+                "norm": norm,
+                "eps": eps,
+                "robust_acc_torchattacks": ta.mean(),
+                "robust_acc_foolbox": fb_.mean(),
+                "difference_points": 100 * (ta.mean() - fb_.mean()),
+                "agreement_rate": (ta == fb_).mean(),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -47,9 +47,7 @@ def _channel_stats(values: Sequence[float] | None, in_channels: int, default: Se
     if stats.numel() == 1:
         stats = stats.repeat(in_channels)
     if stats.numel() != in_channels:
-        raise ValueError(
-            f"mean/std has {stats.numel()} values but the model has in_channels={in_channels}"
-        )
+        raise ValueError(f"mean/std has {stats.numel()} values but the model has in_channels={in_channels}")
     return stats.view(1, in_channels, 1, 1)
 
 

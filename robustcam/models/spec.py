@@ -51,9 +51,7 @@ class Normalization:
     def __post_init__(self) -> None:
         for key, stats in (("mean", self.mean), ("std", self.std)):
             if len(stats) not in (1, 3):
-                raise ValueError(
-                    f"normalization {self.name!r} needs 1 or 3 values for {key}, got {key}={stats}"
-                )
+                raise ValueError(f"normalization {self.name!r} needs 1 or 3 values for {key}, got {key}={stats}")
 
     def fits(self, in_channels: int) -> bool:
         """Whether these statistics can normalise ``in_channels`` channels."""

@@ -111,12 +111,17 @@ def split_at_global_pool(net: nn.Module, *, name: str = "network") -> tuple[fx.G
                 continue
             if isinstance(module, _DROPOUT):
                 continue
-        elif node.op == "call_method" and node.target in _FLATTEN_METHODS or node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS or node.op == "get_attr":
+        elif (
+            node.op == "call_method"
+            and node.target in _FLATTEN_METHODS
+            or node.op == "call_function"
+            and node.target in _FLATTEN_FUNCTIONS
+            or node.op == "get_attr"
+        ):
             continue
         ops = ", ".join(_describe(n, modules) for n in after if n.op != "output")
         raise NotCAMCapableError(
-            f"{name} is not CAM-capable: after global average pooling it applies [{ops}], "
-            "not a single nn.Linear"
+            f"{name} is not CAM-capable: after global average pooling it applies [{ops}], not a single nn.Linear"
         )
     if head_name is None:
         raise NotCAMCapableError(f"{name} is not CAM-capable: no nn.Linear after global average pooling")
@@ -146,6 +151,4 @@ def from_torchvision(
     if in_channels != 3:
         _replace_first_conv(net, in_channels)
     features, head, head_name = split_at_global_pool(net, name=arch)
-    return CAMClassifier(
-        features, head, in_channels=in_channels, mean=mean, std=std, arch=arch, head_source=head_name
-    )
+    return CAMClassifier(features, head, in_channels=in_channels, mean=mean, std=std, arch=arch, head_source=head_name)

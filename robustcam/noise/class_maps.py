@@ -141,13 +141,9 @@ def coarse_labels_from_targets(
     error: the targets are not a fine -> coarse hierarchy.
     """
     fine = np.asarray(fine_targets.cpu() if isinstance(fine_targets, Tensor) else fine_targets).astype(np.int64)
-    coarse = np.asarray(
-        coarse_targets.cpu() if isinstance(coarse_targets, Tensor) else coarse_targets
-    ).astype(np.int64)
+    coarse = np.asarray(coarse_targets.cpu() if isinstance(coarse_targets, Tensor) else coarse_targets).astype(np.int64)
     if fine.shape != coarse.shape or fine.ndim != 1:
-        raise InputError(
-            f"fine and coarse targets must be 1-D of the same length, got {fine.shape} and {coarse.shape}"
-        )
+        raise InputError(f"fine and coarse targets must be 1-D of the same length, got {fine.shape} and {coarse.shape}")
     if fine.size and (fine.min() < 0 or fine.max() >= num_classes):
         raise InputError(
             f"fine targets must lie in [0, {num_classes - 1}], got values in [{int(fine.min())}, {int(fine.max())}]"

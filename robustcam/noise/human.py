@@ -251,7 +251,9 @@ def _select(content: dict[str, np.ndarray] | np.ndarray, file: Path, key: str | 
     return _as_labels(content[key], file, key)
 
 
-def check_labels_fit(noisy: np.ndarray, true: np.ndarray, *, file: str | Path, key: str | None, num_classes: int) -> None:
+def check_labels_fit(
+    noisy: np.ndarray, true: np.ndarray, *, file: str | Path, key: str | None, num_classes: int
+) -> None:
     """Refuse human labels that are not labels of the dataset's classes, naming the key and the counts.
 
     Beyond the range [0, C): a key known to hold another class set (CIFAR-100N's 20
@@ -285,5 +287,7 @@ def human_and_clean_labels(path: str | Path, key: str | None) -> tuple[np.ndarra
     content = read_label_file(file)
     labels = _select(content, file, key)
     clean_key = CLEAN_KEY_OF.get(key or "", CLEAN_KEY)
-    clean = _as_labels(content[clean_key], file, clean_key) if isinstance(content, dict) and clean_key in content else None
+    clean = (
+        _as_labels(content[clean_key], file, clean_key) if isinstance(content, dict) and clean_key in content else None
+    )
     return labels, clean

@@ -271,4 +271,3 @@ def _human(true: np.ndarray, *, num_classes: int, path: str | Path | None, key: 
             f"{true.shape[0]} samples; CIFAR-N files follow the training split in its original order"
         )
     return _result(true, noisy, num_classes)
-

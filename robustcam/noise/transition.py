@@ -130,9 +130,7 @@ def register_noise_kind(
 
     def decorator(factory: TransitionFactory) -> TransitionFactory:
         keyword = [
-            p.name
-            for p in inspect.signature(factory).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            p.name for p in inspect.signature(factory).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
         ]
         unknown = sorted(set(keyword) - set(NOISE_PARAMETERS) - set(CONTEXT_PARAMETERS))
         if unknown:
@@ -172,9 +170,7 @@ def check_noise_parameters(kind: NoiseKind, rate: object, given: Mapping[str, ob
     extra = sorted(name for name, value in given.items() if value is not None and name not in kind.parameters)
     if extra:
         takes = ", ".join(kind.parameters) or "none"
-        raise InputError(
-            f"noise kind {kind.name!r} does not take {', '.join(extra)} (its parameters: {takes})"
-        )
+        raise InputError(f"noise kind {kind.name!r} does not take {', '.join(extra)} (its parameters: {takes})")
     if not kind.uses_rate:
         if rate is not None:
             raise InputError(

@@ -108,8 +108,12 @@ def _print_table(console: Console, title: str, columns: Sequence[Column], footno
 def _statistic_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
     """(column, short header) for the reading's statistic and the highest negative peak."""
     chosen = dict.fromkeys(c for c in (reading_statistic(table), "clean_neg_peak_max") if c and c in table.columns)
-    short = {"clean_neg_homogeneity": "homog", "clean_neg_peak_max": "peak", "clean_neg_peak_topk": "topk",
-             "clean_neg_positive_frac": "pos.frac"}  # fmt: skip
+    short = {
+        "clean_neg_homogeneity": "homog",
+        "clean_neg_peak_max": "peak",
+        "clean_neg_peak_topk": "topk",
+        "clean_neg_positive_frac": "pos.frac",
+    }
     return [(c, short.get(c, c.removeprefix("clean_"))) for c in chosen]
 
 
@@ -131,14 +135,18 @@ def _models_columns(report: Report) -> tuple[str, list[Column]]:
     if report.replicates:
         table = report.configurations
         title = f"{len(table)} configurations, seeds averaged (mean±sd over seeds; accuracies in %)"
-        columns = [Column("configuration", [str(v) for v in table["configuration"]], right=False),
-                   Column("seeds", [str(v) for v in table["n_replicates"]], priority=3)]  # fmt: skip
+        columns = [
+            Column("configuration", [str(v) for v in table["configuration"]], right=False),
+            Column("seeds", [str(v) for v in table["n_replicates"]], priority=3),
+        ]
     else:
         table = report.models
         title = f"{len(table)} checkpoints (accuracies in %)"
-        columns = [Column("model", [str(v) for v in table["name"]], right=False),
-                   Column("loss", [str(v) for v in table["loss"]], priority=4, right=False),
-                   Column("noise", [str(v) for v in table["noise"]], priority=5, right=False)]  # fmt: skip
+        columns = [
+            Column("model", [str(v) for v in table["name"]], right=False),
+            Column("loss", [str(v) for v in table["loss"]], priority=4, right=False),
+            Column("noise", [str(v) for v in table["noise"]], priority=5, right=False),
+        ]
     columns.append(Column("clean", _with_spread(_pct, table, "clean_acc", 100), priority=2))
     for i, name in enumerate(_accuracy_columns(report, table)):
         columns.append(Column(name, _with_spread(_pct, table, name, 100), priority=1 if i else 3))
@@ -157,13 +165,18 @@ def _incremental_columns(report: Report) -> tuple[str, list[Column]] | None:
     interval = [
         f"[{_signed(r.delta_ci_low, 3)}, {_signed(r.delta_ci_high, 3)}]" if np.isfinite(r.delta_ci_low) else ""
         for r in rows.itertuples()
-    ]  # fmt: skip
+    ]
     title = f"within each checkpoint, {reference}: {statistic} and the logit margin"
     return title, [
         Column("model", [str(v) for v in rows["name"]], right=False),
-        Column("stat", [_num(v) for v in rows["auroc_statistic"]],
-               legend=f"AUROC of {statistic} alone for the samples the attack broke"),
-        Column("margin", [_num(v) for v in rows["auroc_margin"]], legend="the clean logit margin alone (cross-validated)"),
+        Column(
+            "stat",
+            [_num(v) for v in rows["auroc_statistic"]],
+            legend=f"AUROC of {statistic} alone for the samples the attack broke",
+        ),
+        Column(
+            "margin", [_num(v) for v in rows["auroc_margin"]], legend="the clean logit margin alone (cross-validated)"
+        ),
         Column("both", [_num(v) for v in rows["auroc_margin_plus"]], priority=2, legend="margin + statistic"),
         Column("Δ", [_signed(v, 3) for v in rows["delta_auroc"]], legend="both - margin"),
         Column("95% CI of Δ", interval, priority=1),
@@ -188,19 +201,25 @@ def _correlation_columns(report: Report) -> tuple[str, list[Column], list[str]] 
     rows = _correlation_rows(correlations)
     unit = "configurations" if report.replicates else "checkpoints"
     found = int(done["finding"].sum())
-    title = (f"correlations across {unit}: {len(done)} pairs tested, {found} finding{'s' if found != 1 else ''} "
-             f"(q < {ALPHA})")  # fmt: skip
+    title = (
+        f"correlations across {unit}: {len(done)} pairs tested, {found} finding{'s' if found != 1 else ''} "
+        f"(q < {ALPHA})"
+    )
     notes = list(dict.fromkeys(n for n in rows["note"] if n))
     marks = {note: chr(ord("a") + i) for i, note in enumerate(notes)}
     interval = [
         f"[{r.spearman_ci_low:+.2f}, {r.spearman_ci_high:+.2f}]" if np.isfinite(r.spearman_ci_low) else ""
         for r in rows.itertuples()
-    ]  # fmt: skip
+    ]
     columns = [
         Column("statistic", [str(v) for v in rows["statistic"]], right=False),
         Column("robustness", [str(v) for v in rows["target"]], right=False),
-        Column("fam", ["P" if f == "primary" else "E" for f in rows["family"]], priority=2,
-               legend="P primary hypothesis (own family), E exploratory"),
+        Column(
+            "fam",
+            ["P" if f == "primary" else "E" for f in rows["family"]],
+            priority=2,
+            legend="P primary hypothesis (own family), E exploratory",
+        ),
         Column("n", [str(v) for v in rows["n"]], priority=3),
         Column("rho", [_signed(v) for v in rows["spearman_rho"]], legend="Spearman"),
         Column("p", [_p(v) for v in rows["spearman_p"]], legend="two-sided permutation p (exact up to n = 8)"),

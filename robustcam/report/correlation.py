@@ -63,9 +63,23 @@ Family = Literal["primary", "exploratory"]
 PMethod = Literal["exact", "monte_carlo", ""]
 
 CORRELATION_COLUMNS = (
-    "statistic", "target", "family", "n", "spearman_rho", "spearman_p", "q_value", "q_family", "finding",
-    "p_method", "p_orderings", "spearman_ci_low", "spearman_ci_high", "pearson_r", "pearson_p", "note",
-)  # fmt: skip
+    "statistic",
+    "target",
+    "family",
+    "n",
+    "spearman_rho",
+    "spearman_p",
+    "q_value",
+    "q_family",
+    "finding",
+    "p_method",
+    "p_orderings",
+    "spearman_ci_low",
+    "spearman_ci_high",
+    "pearson_r",
+    "pearson_p",
+    "note",
+)
 
 
 class PrimaryHypothesisError(RobustcamError, ValueError):
@@ -130,9 +144,14 @@ def permutation_test(
         null = statistic(x[None, :], y[_orderings(n)], axis=-1)
         return observed, _two_sided(null, observed, adjustment=0), "exact", len(null)
     result = stats.permutation_test(
-        (y,), lambda permuted, axis=-1: statistic(x, permuted, axis=axis), permutation_type="pairings",
-        vectorized=True, n_resamples=resamples, alternative="two-sided", rng=np.random.default_rng(seed),
-    )  # fmt: skip
+        (y,),
+        lambda permuted, axis=-1: statistic(x, permuted, axis=axis),
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
     return observed, float(result.pvalue), "monte_carlo", resamples
 
 
@@ -151,9 +170,15 @@ def bca_interval(
         # scipy warns about degenerate distributions and returns NaN: the note says it instead
         warnings.simplefilter("ignore")
         result = stats.bootstrap(
-            (x, y), _spearman, paired=True, vectorized=True, method="BCa", n_resamples=resamples,
-            confidence_level=level, rng=np.random.default_rng(seed),
-        )  # fmt: skip
+            (x, y),
+            _spearman,
+            paired=True,
+            vectorized=True,
+            method="BCa",
+            n_resamples=resamples,
+            confidence_level=level,
+            rng=np.random.default_rng(seed),
+        )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return (low, high) if math.isfinite(low) and math.isfinite(high) else (math.nan, math.nan)
 
@@ -178,10 +203,17 @@ def correlate(
     x, y = x[keep], y[keep]
     n = len(x)
     result: dict[str, Any] = {
-        "n": n, "spearman_rho": math.nan, "spearman_p": math.nan, "p_method": "", "p_orderings": 0,
-        "spearman_ci_low": math.nan, "spearman_ci_high": math.nan, "pearson_r": math.nan, "pearson_p": math.nan,
+        "n": n,
+        "spearman_rho": math.nan,
+        "spearman_p": math.nan,
+        "p_method": "",
+        "p_orderings": 0,
+        "spearman_ci_low": math.nan,
+        "spearman_ci_high": math.nan,
+        "pearson_r": math.nan,
+        "pearson_p": math.nan,
         "note": "",
-    }  # fmt: skip
+    }
     if n < MIN_CHECKPOINTS:
         result["note"] = NOTE_TOO_FEW
         return result
@@ -201,9 +233,16 @@ def correlate(
     elif bootstrap > 0 and math.isnan(low):
         notes.append(NOTE_DEGENERATE_CI)
     result.update(
-        spearman_rho=rho, spearman_p=rho_p, p_method=method, p_orderings=orderings, spearman_ci_low=low,
-        spearman_ci_high=high, pearson_r=r, pearson_p=r_p, note="; ".join(notes),
-    )  # fmt: skip
+        spearman_rho=rho,
+        spearman_p=rho_p,
+        p_method=method,
+        p_orderings=orderings,
+        spearman_ci_low=low,
+        spearman_ci_high=high,
+        pearson_r=r,
+        pearson_p=r_p,
+        note="; ".join(notes),
+    )
     return result
 
 

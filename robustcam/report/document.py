@@ -200,9 +200,14 @@ def build_report(
     reference_label = None if reference is None else reference.label(with_backend=several_backends(evaluations))
     dose = dose_response(table, values)
     reading = plain_reading(
-        table, correlations, incremental=incremental, reference=reference_label, target=headline,
-        replicates=has_replicates(configurations), dose_sentences=dose_sentences(dose, headline),
-    )  # fmt: skip
+        table,
+        correlations,
+        incremental=incremental,
+        reference=reference_label,
+        target=headline,
+        replicates=has_replicates(configurations),
+        dose_sentences=dose_sentences(dose, headline),
+    )
     return Report(
         evaluations=evaluations,
         models=table,
@@ -239,10 +244,14 @@ def markdown_table(frame: pd.DataFrame, *, digits: int = 4) -> str:
     if frame.empty:
         return "_(no rows)_"
     header = "| " + " | ".join(_cell(str(c), digits) for c in frame.columns) + " |"
-    align = "| " + " | ".join(
-        "---:" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "---"
-        for c in frame.columns
-    ) + " |"  # fmt: skip
+    align = (
+        "| "
+        + " | ".join(
+            "---:" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "---"
+            for c in frame.columns
+        )
+        + " |"
+    )
     body = ["| " + " | ".join(_cell(v, digits) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, align, *body])
 
@@ -329,10 +338,14 @@ def _reference_label(report: Report) -> str | None:
 
 def _checkpoints_section(report: Report) -> list[str]:
     evaluations = report.evaluations
-    listing = pd.DataFrame({
-        "name": [e.name for e in evaluations], "loss": [e.loss for e in evaluations],
-        "noise": [e.noise for e in evaluations], "evaluation": [str(e.path) for e in evaluations],
-    })  # fmt: skip
+    listing = pd.DataFrame(
+        {
+            "name": [e.name for e in evaluations],
+            "loss": [e.loss for e in evaluations],
+            "noise": [e.noise for e in evaluations],
+            "evaluation": [str(e.path) for e in evaluations],
+        }
+    )
     return ["## Checkpoints", "", markdown_table(listing), ""]
 
 
@@ -366,8 +379,21 @@ def _cam_section(report: Report) -> list[str]:
     return [*lines, ""]
 
 
-CORRELATION_VIEW = ("statistic", "target", "family", "n", "spearman_rho", "spearman_p", "p_method", "q_family",
-                    "q_value", "spearman_ci_low", "spearman_ci_high", "pearson_r", "note")  # fmt: skip
+CORRELATION_VIEW = (
+    "statistic",
+    "target",
+    "family",
+    "n",
+    "spearman_rho",
+    "spearman_p",
+    "p_method",
+    "q_family",
+    "q_value",
+    "spearman_ci_low",
+    "spearman_ci_high",
+    "pearson_r",
+    "note",
+)
 
 
 def _correlation_section(report: Report, figures: dict[str, Path]) -> list[str]:
@@ -383,10 +409,14 @@ def _correlation_section(report: Report, figures: dict[str, Path]) -> list[str]:
     if len(done):
         found = int(done["finding"].sum())
         lines += [
-            (f"{len(done)} pairs were tested; {found} {'is a finding' if found == 1 else 'are findings'} "
-            f"(q_family < {ALPHA}). The 15 with the smallest q-values (every pair is in the CSV):"), "",
-            markdown_table(strongest_correlations(correlations, 15)[list(CORRELATION_VIEW)]), "",
-        ]  # fmt: skip
+            (
+                f"{len(done)} pairs were tested; {found} {'is a finding' if found == 1 else 'are findings'} "
+                f"(q_family < {ALPHA}). The 15 with the smallest q-values (every pair is in the CSV):"
+            ),
+            "",
+            markdown_table(strongest_correlations(correlations, 15)[list(CORRELATION_VIEW)]),
+            "",
+        ]
     elif len(correlations):
         notes = ", ".join(sorted(set(correlations["note"]) - {""}))
         lines += [f"_No correlation could be computed ({notes})._", ""]
@@ -423,16 +453,39 @@ def _configurations_section(report: Report) -> list[str]:
     if not report.replicates:
         return []
     table = report.configurations
-    shown = [c for c in ("configuration", "n_replicates", "seeds", "clean_acc", report.headline,
-                         reading_statistic(table), "clean_neg_peak_max") if c is not None and c in table.columns]  # fmt: skip
+    shown = [
+        c
+        for c in (
+            "configuration",
+            "n_replicates",
+            "seeds",
+            "clean_acc",
+            report.headline,
+            reading_statistic(table),
+            "clean_neg_peak_max",
+        )
+        if c is not None and c in table.columns
+    ]
     spread = [f"{c}_sd" for c in shown[3:] if f"{c}_sd" in table.columns]
     view = table[list(dict.fromkeys([*shown, *spread]))]
     title = f"## Configurations: seeds averaged ([{CONFIGURATIONS_FILE}]({CONFIGURATIONS_FILE}))"
     return [title, "", CONFIGURATIONS_HELP, "", markdown_table(view), ""]
 
 
-INCREMENTAL_VIEW = ("name", "statistic", "n_positive", "n_negative", "auroc_statistic", "auroc_margin",
-                    "auroc_margin_plus", "delta_auroc", "delta_ci_low", "delta_ci_high", "lr_p", "coef")  # fmt: skip
+INCREMENTAL_VIEW = (
+    "name",
+    "statistic",
+    "n_positive",
+    "n_negative",
+    "auroc_statistic",
+    "auroc_margin",
+    "auroc_margin_plus",
+    "delta_auroc",
+    "delta_ci_low",
+    "delta_ci_high",
+    "lr_p",
+    "coef",
+)
 
 
 def _incremental_section(report: Report) -> list[str]:
@@ -443,7 +496,12 @@ def _incremental_section(report: Report) -> list[str]:
     chosen = incremental[(incremental["kind"] == "auroc") & (incremental["target"] == reference)]
     if chosen.empty:
         return [*lines, "_No per-sample CAM statistics and margins to compare._", ""]
-    lines += [f"At `{reference}` (positives: samples it broke):", "", markdown_table(chosen[list(INCREMENTAL_VIEW)]), ""]
+    lines += [
+        f"At `{reference}` (positives: samples it broke):",
+        "",
+        markdown_table(chosen[list(INCREMENTAL_VIEW)]),
+        "",
+    ]
     return lines
 
 
@@ -506,10 +564,18 @@ def _noise_section(report: Report, figures: dict[str, Path]) -> list[str]:
     noise = noise_table(report.models)
     if noise.empty:
         return []
-    lines = ["## Label noise", "",
-             ("Clean test accuracy of each checkpoint (full test set, from its training record) against the "
-             "rate of label noise it was trained with, and the fraction of flipped training labels it "
-             "memorised (predicts as the noisy label)."), "", markdown_table(noise), ""]  # fmt: skip
+    lines = [
+        "## Label noise",
+        "",
+        (
+            "Clean test accuracy of each checkpoint (full test set, from its training record) against the "
+            "rate of label noise it was trained with, and the fraction of flipped training labels it "
+            "memorised (predicts as the noisy label)."
+        ),
+        "",
+        markdown_table(noise),
+        "",
+    ]
     if NOISE_FIGURE in figures:
         lines += [f"![Test accuracy vs noise rate]({NOISE_FIGURE})", ""]
     return lines
@@ -548,10 +614,12 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = {
-        "models": (MODELS_FILE, report.models), "configurations": (CONFIGURATIONS_FILE, report.configurations),
-        "correlations": (CORRELATIONS_FILE, report.correlations), "samples": (SAMPLES_FILE, report.samples),
+        "models": (MODELS_FILE, report.models),
+        "configurations": (CONFIGURATIONS_FILE, report.configurations),
+        "correlations": (CORRELATIONS_FILE, report.correlations),
+        "samples": (SAMPLES_FILE, report.samples),
         "incremental": (INCREMENTAL_FILE, report.incremental),
-    }  # fmt: skip
+    }
     tables = {key: atomic_write_text(out / name, frame.to_csv(index=False)) for key, (name, frame) in frames.items()}
     if report.dose is not None:
         atomic_write_text(out / DOSE_SUMMARY_FILE, report.dose.summary.to_csv(index=False))
@@ -574,8 +642,9 @@ def _write_figures(report: Report, out: Path) -> tuple[dict[str, Path], list[str
         figures[NOISE_FIGURE] = plot_noise(noise, out / NOISE_FIGURE)
         atomic_write_text(out / NOISE_FILE, noise.to_csv(index=False))
     if report.dose is not None:
-        figures[DOSE_FIGURE] = plot_dose_response(report.dose, out / DOSE_FIGURE,
-                                                  quantities=dose_panels(report.dose, report.headline))  # fmt: skip
+        figures[DOSE_FIGURE] = plot_dose_response(
+            report.dose, out / DOSE_FIGURE, quantities=dose_panels(report.dose, report.headline)
+        )
     for statistic, target in report.scatter_pairs:
         name = _scatter_file(statistic, target)
         row = _correlation_row(report.correlations, statistic, target)
@@ -586,9 +655,11 @@ def _write_figures(report: Report, out: Path) -> tuple[dict[str, Path], list[str
         name = _grid_file(evaluation.name)
         try:
             figures[name] = plot_cam_grid(
-                evaluation.examples, out / name, setting=report.reference,
+                evaluation.examples,
+                out / name,
+                setting=report.reference,
                 title=f"{evaluation.name} ({evaluation.loss}, {evaluation.noise}): CAMs, normalised for display",
-            )  # fmt: skip
+            )
         except (KeyError, ValueError, RuntimeError, IndexError, TypeError) as error:
             problems.append(f"{evaluation.name}: could not draw {evaluation.examples}: {error}")
     return figures, problems

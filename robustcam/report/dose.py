@@ -79,8 +79,16 @@ NOTE_CONSTANT = "constant quantity: no trend"
 POINT_COLUMNS = ("name", "configuration", "stratum", "seed", "dose", "quantity", "value")
 SUMMARY_COLUMNS = ("quantity", "stratum", "dose", "n_seeds", "mean", "sd", "ci_low", "ci_high")
 TREND_COLUMNS = (
-    "quantity", "stratum", "n_doses", "spearman_rho", "p_value", "p_method", "p_orderings", "q_value", "note",
-)  # fmt: skip
+    "quantity",
+    "stratum",
+    "n_doses",
+    "spearman_rho",
+    "p_value",
+    "p_method",
+    "p_orderings",
+    "q_value",
+    "note",
+)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no truth value to compare by
@@ -142,19 +150,16 @@ def dose_quantities(models: pd.DataFrame) -> list[str]:
     """The quantities a dose can move: clean negative-CAM statistics, clean accuracies, robust accuracies."""
     robust = [c for c in models.columns if "@" in c and not c.endswith(SD_SUFFIX)]
     candidates = [*DOSE_STATISTICS, *ACCURACY_COLUMNS, *robust]
-    return [
-        c
-        for c in candidates
-        if c in models.columns and pd.to_numeric(models[c], errors="coerce").notna().any()
-    ]
+    return [c for c in candidates if c in models.columns and pd.to_numeric(models[c], errors="coerce").notna().any()]
 
 
 def _strata(dosed: pd.DataFrame, factors: Sequence[str], dose: str) -> pd.Series:
     """A label of the other factors that vary among the dosed checkpoints ("" when none do)."""
     others = [
-        c for c in factors
+        c
+        for c in factors
         if c != dose and dosed[c].map(lambda v: repr(v) if _is_set(v) else None).nunique(dropna=False) > 1
-    ]  # fmt: skip
+    ]
     if not others:
         return pd.Series("", index=dosed.index)
     return dosed[others].apply(lambda row: ", ".join(f"{k}={row[k]}" for k in others), axis=1)
@@ -173,9 +178,11 @@ def dose_points(models: pd.DataFrame, values: pd.DataFrame, factor: str) -> pd.D
     dosed["stratum"] = _strata(dosed, factor_columns(values), factor)
     quantities = dose_quantities(models)
     long = dosed.melt(
-        id_vars=["name", "configuration", "stratum", "seed", "dose"], value_vars=quantities,
-        var_name="quantity", value_name="value",
-    )  # fmt: skip
+        id_vars=["name", "configuration", "stratum", "seed", "dose"],
+        value_vars=quantities,
+        var_name="quantity",
+        value_name="value",
+    )
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     return long.dropna(subset=["value"])[list(POINT_COLUMNS)].reset_index(drop=True)
 
@@ -183,9 +190,7 @@ def dose_points(models: pd.DataFrame, values: pd.DataFrame, factor: str) -> pd.D
 # --------------------------------------------------------------------------- statistics
 
 
-def t_interval(
-    values: Sequence[float] | np.ndarray, level: float = CI_LEVEL
-) -> tuple[float, float, float, float]:
+def t_interval(values: Sequence[float] | np.ndarray, level: float = CI_LEVEL) -> tuple[float, float, float, float]:
     """``(mean, sd, low, high)``: the t-interval of a mean, ``mean +- t_{(1+level)/2, n-1} * sd / sqrt(n)``.
 
     ``sd`` is the sample standard deviation (ddof 1). Below 2 values ``sd``, ``low`` and
@@ -215,10 +220,18 @@ def dose_summary(points: pd.DataFrame, level: float = CI_LEVEL) -> pd.DataFrame:
     rows = []
     for (quantity, stratum, dose), group in points.groupby(["quantity", "stratum", "dose"], sort=False):
         mean, sd, low, high = t_interval(group["value"].to_numpy(dtype=float), level)
-        rows.append({
-            "quantity": quantity, "stratum": stratum, "dose": dose, "n_seeds": len(group),
-            "mean": mean, "sd": sd, "ci_low": low, "ci_high": high,
-        })  # fmt: skip
+        rows.append(
+            {
+                "quantity": quantity,
+                "stratum": stratum,
+                "dose": dose,
+                "n_seeds": len(group),
+                "mean": mean,
+                "sd": sd,
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     # quantities keep the points' order (statistics, accuracies, robust accuracies), doses ascend
     order = {q: i for i, q in enumerate(dict.fromkeys(points["quantity"]))}
@@ -247,18 +260,24 @@ def dose_trend(summary: pd.DataFrame) -> pd.DataFrame:
     for (quantity, stratum), group in summary.groupby(["quantity", "stratum"], sort=False):
         dose, mean = group["dose"].to_numpy(dtype=float), group["mean"].to_numpy(dtype=float)
         rho, p, method, orderings, note = spearman_trend(dose, mean)
-        rows.append({
-            "quantity": quantity, "stratum": stratum, "n_doses": int(np.isfinite(mean).sum()),
-            "spearman_rho": rho, "p_value": p, "p_method": method, "p_orderings": orderings, "note": note,
-        })  # fmt: skip
+        rows.append(
+            {
+                "quantity": quantity,
+                "stratum": stratum,
+                "n_doses": int(np.isfinite(mean).sum()),
+                "spearman_rho": rho,
+                "p_value": p,
+                "p_method": method,
+                "p_orderings": orderings,
+                "note": note,
+            }
+        )
     frame = pd.DataFrame(rows, columns=[c for c in TREND_COLUMNS if c != "q_value"])
     frame["q_value"] = benjamini_hochberg(frame["p_value"]) if len(frame) else []
     return frame[list(TREND_COLUMNS)]
 
 
-def dose_response(
-    models: pd.DataFrame, values: pd.DataFrame, *, level: float = CI_LEVEL
-) -> DoseResponse | None:
+def dose_response(models: pd.DataFrame, values: pd.DataFrame, *, level: float = CI_LEVEL) -> DoseResponse | None:
     """The dose-response analysis of a model table (``model_table``) and its design
     (``configuration_values``); None when no config key is a dose (``dose_factor``)."""
     factor = dose_factor(values)
@@ -300,30 +319,46 @@ def _panel_title(quantity: str, trend: pd.DataFrame) -> str:
     for row in rows.itertuples(index=False):
         prefix = f"{row.stratum}: " if row.stratum else ""
         if np.isfinite(row.spearman_rho):
-            text.append(
-                f"{prefix}rho = {row.spearman_rho:+.2f}, p = {row.p_value:.3g}, q = {row.q_value:.3g}"
-            )
+            text.append(f"{prefix}rho = {row.spearman_rho:+.2f}, p = {row.p_value:.3g}, q = {row.q_value:.3g}")
         else:
             text.append(f"{prefix}{row.note}")
     return "\n".join(text)
 
 
-def _draw_stratum(
-    ax: Any, dose: DoseResponse, quantity: str, stratum: str, *, color: Any, scale: float
-) -> None:
+def _draw_stratum(ax: Any, dose: DoseResponse, quantity: str, stratum: str, *, color: Any, scale: float) -> None:
     """One stratum's curve in one panel: the seed replicates, the per-dose mean and its band."""
     points = dose.points[(dose.points["quantity"] == quantity) & (dose.points["stratum"] == stratum)]
     line = dose.summary[(dose.summary["quantity"] == quantity) & (dose.summary["stratum"] == stratum)]
-    ax.scatter(points["dose"], scale * points["value"], s=14, alpha=0.55, color=color, zorder=3,
-               label=f"{stratum or 'seed'} replicates")  # fmt: skip
-    ax.plot(line["dose"], scale * line["mean"], marker="o", markersize=3, color=color,
-            label=f"{stratum + ': ' if stratum else ''}mean over seeds")  # fmt: skip
+    ax.scatter(
+        points["dose"],
+        scale * points["value"],
+        s=14,
+        alpha=0.55,
+        color=color,
+        zorder=3,
+        label=f"{stratum or 'seed'} replicates",
+    )
+    ax.plot(
+        line["dose"],
+        scale * line["mean"],
+        marker="o",
+        markersize=3,
+        color=color,
+        label=f"{stratum + ': ' if stratum else ''}mean over seeds",
+    )
     # a t-interval of an accuracy can pass 100%: the band stops where accuracy does, the table not
     low, high = line["ci_low"], line["ci_high"]
     if _is_accuracy(quantity):
         low, high = low.clip(lower=0.0), high.clip(upper=1.0)
-    ax.fill_between(line["dose"], scale * low, scale * high, color=color, alpha=0.18, linewidth=0,
-                    label=f"{int(100 * CI_LEVEL)}% t-interval")  # fmt: skip
+    ax.fill_between(
+        line["dose"],
+        scale * low,
+        scale * high,
+        color=color,
+        alpha=0.18,
+        linewidth=0,
+        label=f"{int(100 * CI_LEVEL)}% t-interval",
+    )
 
 
 def plot_dose_response(

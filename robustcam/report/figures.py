@@ -70,15 +70,14 @@ def plot_robust_accuracy(long: pd.DataFrame, path: str | Path) -> Path:
             x = np.concatenate([[0.0], curve["eps"].to_numpy(dtype=float) * scale])
             y = 100 * np.concatenate([[float(curve["clean_acc"].iloc[0])], curve["robust_acc"].to_numpy(dtype=float)])
             label = str(name) if len(backends) < 2 or backend == "all" else f"{name} ({backend})"
-            ax.plot(x, y, marker="o", markersize=3, color=colors[name], linestyle=styles.get(backend, "-"),
-                    label=label)  # fmt: skip
+            ax.plot(x, y, marker="o", markersize=3, color=colors[name], linestyle=styles.get(backend, "-"), label=label)
         title = f"worst case over {norm} attacks (per sample)" if attack == WORST else f"{attack} ({norm})"
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("eps (Linf, in 1/255 pixel units)" if norm == "Linf" else "eps (L2 norm, pixel units)")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", fontsize=8, title="checkpoint", title_fontsize=8)
@@ -111,11 +110,22 @@ def plot_statistic_scatter(
         part = data[data["loss"] == loss]
         x_err = part[f"{statistic}_sd"] if f"{statistic}_sd" in part.columns else None
         y_err = scale * part[f"{target}_sd"] if f"{target}_sd" in part.columns else None
-        ax.errorbar(part[statistic], scale * part[target], xerr=x_err, yerr=y_err, fmt="o", color=color,
-                    label=str(loss), markersize=6, capsize=2, zorder=3)  # fmt: skip
+        ax.errorbar(
+            part[statistic],
+            scale * part[target],
+            xerr=x_err,
+            yerr=y_err,
+            fmt="o",
+            color=color,
+            label=str(loss),
+            markersize=6,
+            capsize=2,
+            zorder=3,
+        )
     for row in data.itertuples(index=False):
-        ax.annotate(str(row[0]), (float(row[2]), scale * float(row[3])), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            str(row[0]), (float(row[2]), scale * float(row[3])), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
     ax.set_xlabel(f"{statistic} (mean over samples)", fontsize=9)
     ax.set_ylabel(f"{target} (%)" if accuracy else target, fontsize=9)
     unit = "one point per configuration (mean over seeds; bars: sd)" if spreads else f"one point per {label}"
@@ -168,8 +178,15 @@ def _overlay(ax: Axes, image: np.ndarray, cam: np.ndarray) -> None:
     low, high = float(cam.min()), float(cam.max())
     shown = (cam - low) / (high - low) if high > low else np.zeros_like(cam)
     height, width = image.shape[1:]
-    ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear",
-              extent=(-0.5, width - 0.5, height - 0.5, -0.5))  # fmt: skip
+    ax.imshow(
+        shown,
+        cmap="jet",
+        alpha=0.5,
+        vmin=0,
+        vmax=1,
+        interpolation="bilinear",
+        extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+    )
 
 
 def _top_negative(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -265,4 +282,3 @@ __all__ = [
     "plot_statistic_scatter",
     "safe_file_name",
 ]
-

@@ -76,13 +76,35 @@ MAX_NEWTON_STEPS = 50  # Newton converges in < 10 steps unless the data separate
 NEAR_UNPENALISED = 1e4
 
 RESULT_COLUMNS = (
-    "auroc_margin", "auroc_statistic", "auroc_margin_plus", "delta_auroc", "delta_ci_low", "delta_ci_high",
-    "lr_p", "lr_q", "coef", "partial_spearman", "partial_p",
-)  # fmt: skip
+    "auroc_margin",
+    "auroc_statistic",
+    "auroc_margin_plus",
+    "delta_auroc",
+    "delta_ci_low",
+    "delta_ci_high",
+    "lr_p",
+    "lr_q",
+    "coef",
+    "partial_spearman",
+    "partial_p",
+)
 INCREMENTAL_COLUMNS = (
-    "name", "loss", "noise", "statistic", "kind", "attack", "backend", "norm", "eps", "target", "n",
-    "n_positive", "n_negative", *RESULT_COLUMNS, "note",
-)  # fmt: skip
+    "name",
+    "loss",
+    "noise",
+    "statistic",
+    "kind",
+    "attack",
+    "backend",
+    "norm",
+    "eps",
+    "target",
+    "n",
+    "n_positive",
+    "n_negative",
+    *RESULT_COLUMNS,
+    "note",
+)
 NOTE_NO_MARGIN = f"no {MARGIN_COLUMN} column in the records"
 
 
@@ -136,8 +158,14 @@ def out_of_fold_scores(
     penalty[-1] = 0.0
     signs = np.where(broken, 1.0, -1.0)
     start = np.zeros(len(splits) * design.shape[1])
-    fitted = optimize.minimize(_fold_objective, start, args=(design, signs, train, penalty, c), jac=True,
-                               method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-7, "ftol": 1e-12})  # fmt: skip
+    fitted = optimize.minimize(
+        _fold_objective,
+        start,
+        args=(design, signs, train, penalty, c),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 1000, "gtol": 1e-7, "ftol": 1e-12},
+    )
     weights = fitted.x.reshape(len(splits), design.shape[1])
     total = np.zeros(len(broken))
     counts = np.zeros(len(broken))
@@ -148,9 +176,14 @@ def out_of_fold_scores(
 
 
 def delta_interval(
-    broken: np.ndarray, reduced: np.ndarray, full: np.ndarray, *, resamples: int = DELTA_RESAMPLES, seed: int = 0,
+    broken: np.ndarray,
+    reduced: np.ndarray,
+    full: np.ndarray,
+    *,
+    resamples: int = DELTA_RESAMPLES,
+    seed: int = 0,
     level: float = CI_LEVEL,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """Percentile CI of ``AUROC(full) - AUROC(reduced)`` over a paired, stratified bootstrap of
     samples: both AUROCs of a resample are computed on the same drawn samples."""
     weights = bootstrap_weights(broken, resamples, seed)
@@ -248,13 +281,23 @@ def margin_comparison(
         low, high = delta_interval(broken, reduced, full, seed=seed)
         lr_p, coef, converged = likelihood_ratio(margin, statistic, broken)
         rho, rho_p = partial_spearman(statistic, broken.astype(float), margin)
-        rows.append({
-            "statistic": column, **counts, "auroc_margin": auroc_margin,
-            "auroc_statistic": auroc(broken, statistic),
-            "auroc_margin_plus": auroc_full, "delta_auroc": auroc_full - auroc_margin, "delta_ci_low": low,
-            "delta_ci_high": high, "lr_p": lr_p, "coef": coef, "partial_spearman": rho, "partial_p": rho_p,
-            "note": "" if converged else "the margin (nearly) separates broken from robust: LR p unreliable",
-        })  # fmt: skip
+        rows.append(
+            {
+                "statistic": column,
+                **counts,
+                "auroc_margin": auroc_margin,
+                "auroc_statistic": auroc(broken, statistic),
+                "auroc_margin_plus": auroc_full,
+                "delta_auroc": auroc_full - auroc_margin,
+                "delta_ci_low": low,
+                "delta_ci_high": high,
+                "lr_p": lr_p,
+                "coef": coef,
+                "partial_spearman": rho,
+                "partial_p": rho_p,
+                "note": "" if converged else "the margin (nearly) separates broken from robust: LR p unreliable",
+            }
+        )
     return rows
 
 
@@ -266,8 +309,13 @@ def _minimal_rows(found: pd.DataFrame, statistics: Sequence[str]) -> list[dict[s
         norm = found["norm"].to_numpy(dtype=float)
         keep = np.isfinite(values[column]) & np.isfinite(values[MARGIN_COLUMN]) & np.isfinite(norm)
         n = int(keep.sum())
-        row: dict[str, Any] = {"statistic": column, "n": n, "n_positive": math.nan, "n_negative": math.nan,
-                               **_empty("" if n >= MIN_PARTIAL_SAMPLES else f"n < {MIN_PARTIAL_SAMPLES}: not meaningful")}
+        row: dict[str, Any] = {
+            "statistic": column,
+            "n": n,
+            "n_positive": math.nan,
+            "n_negative": math.nan,
+            **_empty("" if n >= MIN_PARTIAL_SAMPLES else f"n < {MIN_PARTIAL_SAMPLES}: not meaningful"),
+        }
         if n >= MIN_PARTIAL_SAMPLES:
             rho, p = partial_spearman(values[column][keep], norm[keep], values[MARGIN_COLUMN][keep])
             row.update(partial_spearman=rho, partial_p=p, note="" if math.isfinite(rho) else "constant input")
@@ -295,18 +343,30 @@ def incremental_value(
             where = _where(setting, "auroc", with_backend)
             chosen = clean_correct_rows(evaluation, setting)
             if not has_margin:
-                rows += [{**base, **where, "statistic": c, "n": len(chosen), **_empty(NOTE_NO_MARGIN)} for c in statistics]
+                rows += [
+                    {**base, **where, "statistic": c, "n": len(chosen), **_empty(NOTE_NO_MARGIN)} for c in statistics
+                ]
                 continue
             for row in margin_comparison(chosen, statistics, folds=folds, repeats=repeats, seed=seed):
                 rows.append({**base, **where, **row})
         for attack, backend, norm in minimal_cells(evaluation):
-            target = minimal_norm_column(attack, backend, norm, with_backend=with_backend).replace("_mean_min_", "_min_")
-            where = {"kind": "partial_min_norm", "attack": attack, "backend": backend, "norm": norm, "eps": math.nan,
-                     "target": target}  # fmt: skip
+            target = minimal_norm_column(attack, backend, norm, with_backend=with_backend).replace(
+                "_mean_min_", "_min_"
+            )
+            where = {
+                "kind": "partial_min_norm",
+                "attack": attack,
+                "backend": backend,
+                "norm": norm,
+                "eps": math.nan,
+                "target": target,
+            }
             found = minimal_perturbations(evaluation, attack, backend)
             found = found[found["found"]]
             if not has_margin or MARGIN_COLUMN not in found.columns:
-                rows += [{**base, **where, "statistic": c, "n": len(found), **_empty(NOTE_NO_MARGIN)} for c in statistics]
+                rows += [
+                    {**base, **where, "statistic": c, "n": len(found), **_empty(NOTE_NO_MARGIN)} for c in statistics
+                ]
                 continue
             rows += [{**base, **where, **row} for row in _minimal_rows(found, statistics)]
     frame = pd.DataFrame(rows, columns=list(INCREMENTAL_COLUMNS))
@@ -315,8 +375,14 @@ def incremental_value(
 
 
 def _where(setting: Setting, kind: str, with_backend: bool) -> dict[str, Any]:
-    return {"kind": kind, "attack": setting.attack, "backend": setting.backend, "norm": setting.norm,
-            "eps": setting.eps, "target": setting.label(with_backend=with_backend)}  # fmt: skip
+    return {
+        "kind": kind,
+        "attack": setting.attack,
+        "backend": setting.backend,
+        "norm": setting.norm,
+        "eps": setting.eps,
+        "target": setting.label(with_backend=with_backend),
+    }
 
 
 __all__ = [

@@ -29,9 +29,23 @@ SUMMARY_JSON_FILE = "summary.json"
 EXAMPLES_FILE = "examples.pt"
 EVAL_SUBFOLDER = "eval"
 REQUIRED_COLUMNS = (
-    "index", "label", "clean_pred", "clean_correct", "attack", "backend", "norm", "eps",
-    "attacked", "adv_pred", "success", "robust", "valid", "linf", "l2", "margin",
-)  # fmt: skip
+    "index",
+    "label",
+    "clean_pred",
+    "clean_correct",
+    "attack",
+    "backend",
+    "norm",
+    "eps",
+    "attacked",
+    "adv_pred",
+    "success",
+    "robust",
+    "valid",
+    "linf",
+    "l2",
+    "margin",
+)
 BOOLEAN_COLUMNS = ("clean_correct", "attacked", "success", "robust", "valid")
 UNKNOWN_LOSS = "unknown"
 CLEAN_NOISE = "clean"

@@ -24,8 +24,11 @@ from robustcam.report.tables import describe_column, statistic_columns
 
 # the negative-peak statistics the reading talks about, in order of preference
 READING_STATISTICS = (
-    "clean_neg_homogeneity", "clean_neg_peak_max", "clean_neg_peak_topk", "clean_neg_positive_frac",
-)  # fmt: skip
+    "clean_neg_homogeneity",
+    "clean_neg_peak_max",
+    "clean_neg_peak_topk",
+    "clean_neg_positive_frac",
+)
 
 
 def _finite(table: pd.DataFrame, column: str) -> bool:
@@ -119,7 +122,9 @@ def within_sentences(incremental: pd.DataFrame, statistic: str | None, target: s
     if not computed:
         return sentences
     if raised:
-        shown = ", ".join(raised[:PER_CHECKPOINT_SENTENCES]) + (", ..." if len(raised) > PER_CHECKPOINT_SENTENCES else "")
+        shown = ", ".join(raised[:PER_CHECKPOINT_SENTENCES]) + (
+            ", ..." if len(raised) > PER_CHECKPOINT_SENTENCES else ""
+        )
         sentences.append(
             f"Adding {statistic} to the margin raises the cross-validated AUROC with a 95% CI above 0 on "
             f"{len(raised)} of {len(computed)} checkpoints ({shown}): there it carries signal the logits do not."
@@ -158,8 +163,10 @@ def model_level_sentences(
     seeds = " (seed replicates averaged)" if replicates else ""
     if n < MIN_CHECKPOINTS:
         return [
-            (f"With {n} {unit}{seeds}, a correlation across them would not mean anything: evaluate at least "
-            f"{MIN_BOOTSTRAP_N} (several seeds and noise rates or loss weights) before reading one.")
+            (
+                f"With {n} {unit}{seeds}, a correlation across them would not mean anything: evaluate at least "
+                f"{MIN_BOOTSTRAP_N} (several seeds and noise rates or loss weights) before reading one."
+            )
         ]
     rho = float(row["spearman_rho"])
     if not np.isfinite(rho):
@@ -197,8 +204,11 @@ def findings_sentence(correlations: pd.DataFrame, *, unit: str) -> str:
     if done.empty:
         return ""
     primary = done[done["family"] == "primary"]
-    found = done[done["finding"]].sort_values(["family", "q_family"], key=lambda c: c.map(
-        {"primary": 0, "exploratory": 1}) if c.name == "family" else c, kind="stable")  # fmt: skip
+    found = done[done["finding"]].sort_values(
+        ["family", "q_family"],
+        key=lambda c: c.map({"primary": 0, "exploratory": 1}) if c.name == "family" else c,
+        kind="stable",
+    )
     if found.empty:
         return (
             f"{len(done)} (statistic, robustness) pairs were tested across {unit} ({len(primary)} declared primary): "
@@ -254,7 +264,8 @@ def dose_sentences(dose: DoseResponse | None, headline: str | None) -> list[str]
     if not parts:
         return []
     return [
-        f"Along {dose.factor} ({len(dose.levels)} doses x {seeds} seeds, everything else fixed): " + "; ".join(parts)
+        f"Along {dose.factor} ({len(dose.levels)} doses x {seeds} seeds, everything else fixed): "
+        + "; ".join(parts)
         + ". A dose-response that varies one key with the rest fixed is the design here that can speak to "
         "cause, for this data and model; the trend tests are exploratory and say nothing about the size of an effect."
     ]
@@ -272,7 +283,9 @@ def loss_sentences(table: pd.DataFrame, statistic: str, target: str | None) -> l
     if len(by_loss) == 1:
         return [f"Only one loss ({lowest}) was evaluated; its mean {statistic} is {by_loss.iloc[0]:.3g}."]
     others = ", ".join(f"{loss} {value:.3g}" for loss, value in by_loss.iloc[1:].items())
-    sentences = [f"Of the {len(by_loss)} losses, {lowest} has the lowest mean {statistic} ({by_loss.iloc[0]:.3g}; {others})."]
+    sentences = [
+        f"Of the {len(by_loss)} losses, {lowest} has the lowest mean {statistic} ({by_loss.iloc[0]:.3g}; {others})."
+    ]
     if target is not None and target in table.columns:
         accuracy = table.groupby("loss")[target].mean().dropna()
         if lowest in accuracy.index and len(accuracy) > 1:

@@ -93,9 +93,10 @@ def configuration_values(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
     # a key varies when it takes two or more values where it is set: loss.hnc.weight is only set
     # for hnc checkpoints, and one value there is a constant of the design, not a factor
     varying = [
-        k for k in all_keys
+        k
+        for k in all_keys
         if len({json.dumps(key[k], sort_keys=True, default=str) for key in present if key.get(k) is not None}) > 1
-    ]  # fmt: skip
+    ]
     rows = []
     for evaluation, key in zip(evaluations, keys):
         row: dict[str, Any] = {"name": evaluation.name, "seed": _seed(evaluation)}
@@ -116,7 +117,7 @@ def configuration_values(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
     clashing = set(labels[labels > 1].index)
     frame["configuration"] = [
         f"{c} [{n}]" if c in clashing else c for c, n in zip(frame["configuration"], frame["name"])
-    ]  # fmt: skip
+    ]
     return frame.drop(columns="_identity")
 
 
@@ -140,17 +141,20 @@ def configuration_table(models: pd.DataFrame, values: pd.DataFrame) -> pd.DataFr
     merged = models.merge(values, on="name", how="left", validate="one_to_one")
     factor_columns = [c for c in values.columns if c not in ("name", "configuration", "seed")]
     numeric = [
-        c for c in models.columns
-        if c not in ("name", *factor_columns) and pd.api.types.is_numeric_dtype(models[c])
+        c
+        for c in models.columns
+        if c not in ("name", *factor_columns)
+        and pd.api.types.is_numeric_dtype(models[c])
         and not pd.api.types.is_bool_dtype(models[c])
-    ]  # fmt: skip
+    ]
     rows = []
     for label, group in merged.groupby("configuration", sort=False):
         row: dict[str, Any] = {
-            "configuration": label, "n_replicates": len(group),
+            "configuration": label,
+            "n_replicates": len(group),
             "seeds": ",".join(_short(s) for s in group["seed"] if not (isinstance(s, float) and math.isnan(s))),
             "members": ",".join(str(n) for n in group["name"]),
-        }  # fmt: skip
+        }
         for column in factor_columns:
             row[column] = group[column].iloc[0]
         for column in ("loss", "noise"):

@@ -40,9 +40,26 @@ AUROC_RESAMPLES = 1000
 CI_LEVEL = 0.95
 
 AUROC_COLUMNS = (
-    "name", "loss", "noise", "statistic", "kind", "attack", "backend", "norm", "eps", "target",
-    "n", "n_positive", "n_negative", "auroc", "auroc_ci_low", "auroc_ci_high", "rho", "p", "note",
-)  # fmt: skip
+    "name",
+    "loss",
+    "noise",
+    "statistic",
+    "kind",
+    "attack",
+    "backend",
+    "norm",
+    "eps",
+    "target",
+    "n",
+    "n_positive",
+    "n_negative",
+    "auroc",
+    "auroc_ci_low",
+    "auroc_ci_high",
+    "rho",
+    "p",
+    "note",
+)
 
 
 def pair_matrix(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -88,9 +105,13 @@ def percentile_interval(values: np.ndarray, level: float = CI_LEVEL) -> tuple[fl
 
 
 def auroc_interval(
-    positive: np.ndarray, score: np.ndarray, *, resamples: int = AUROC_RESAMPLES, seed: int = 0,
+    positive: np.ndarray,
+    score: np.ndarray,
+    *,
+    resamples: int = AUROC_RESAMPLES,
+    seed: int = 0,
     level: float = CI_LEVEL,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """Percentile CI of the AUROC from a stratified bootstrap over samples (seeded)."""
     weights = bootstrap_weights(positive, resamples, seed)
     return percentile_interval(weighted_auroc(pair_matrix(positive, score), *weights), level)
@@ -100,8 +121,15 @@ def _auroc(broken: np.ndarray, score: np.ndarray, seed: int) -> dict[str, Any]:
     keep = np.isfinite(score)
     broken, score = broken[keep], score[keep]
     positives, negatives = int(broken.sum()), int((~broken).sum())
-    values: dict[str, Any] = {"n": positives + negatives, "n_positive": positives, "n_negative": negatives,
-                              "auroc": math.nan, "auroc_ci_low": math.nan, "auroc_ci_high": math.nan, "note": ""}
+    values: dict[str, Any] = {
+        "n": positives + negatives,
+        "n_positive": positives,
+        "n_negative": negatives,
+        "auroc": math.nan,
+        "auroc_ci_low": math.nan,
+        "auroc_ci_high": math.nan,
+        "note": "",
+    }
     if positives == 0 or negatives == 0:
         values["note"] = "no broken samples" if positives == 0 else "no robust samples"
         return values
@@ -175,23 +203,54 @@ def sample_auroc(evaluations: Sequence[Evaluation], *, seed: int = 0) -> pd.Data
         for setting in bounded_settings(evaluation):
             chosen = clean_correct_rows(evaluation, setting)
             broken = chosen["success"].to_numpy(dtype=bool)
-            where = {"attack": setting.attack, "backend": setting.backend, "norm": setting.norm, "eps": setting.eps,
-                     "target": setting.label(with_backend=with_backend)}  # fmt: skip
+            where = {
+                "attack": setting.attack,
+                "backend": setting.backend,
+                "norm": setting.norm,
+                "eps": setting.eps,
+                "target": setting.label(with_backend=with_backend),
+            }
             for column in present:
-                rows.append({**base, **where, "statistic": column, "kind": "auroc", "rho": math.nan, "p": math.nan,
-                             **_auroc(broken, _numbers(chosen, column), seed)})  # fmt: skip
+                rows.append(
+                    {
+                        **base,
+                        **where,
+                        "statistic": column,
+                        "kind": "auroc",
+                        "rho": math.nan,
+                        "p": math.nan,
+                        **_auroc(broken, _numbers(chosen, column), seed),
+                    }
+                )
         for attack, backend, norm in minimal_cells(evaluation):
             found = minimal_perturbations(evaluation, attack, backend)
             found = found[found["found"]]
-            target = minimal_norm_column(attack, backend, norm, with_backend=with_backend).replace("_mean_min_", "_min_")
+            target = minimal_norm_column(attack, backend, norm, with_backend=with_backend).replace(
+                "_mean_min_", "_min_"
+            )
             for column in present:
                 rho, p, n, note = _spearman(_numbers(found, column), found["norm"].to_numpy(dtype=float), seed)
-                rows.append({
-                    **base, "statistic": column, "kind": "spearman_min_norm", "attack": attack, "backend": backend,
-                    "norm": norm, "eps": math.nan, "target": target, "n": n, "n_positive": math.nan,
-                    "n_negative": math.nan, "auroc": math.nan, "auroc_ci_low": math.nan, "auroc_ci_high": math.nan,
-                    "rho": rho, "p": p, "note": note,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        **base,
+                        "statistic": column,
+                        "kind": "spearman_min_norm",
+                        "attack": attack,
+                        "backend": backend,
+                        "norm": norm,
+                        "eps": math.nan,
+                        "target": target,
+                        "n": n,
+                        "n_positive": math.nan,
+                        "n_negative": math.nan,
+                        "auroc": math.nan,
+                        "auroc_ci_low": math.nan,
+                        "auroc_ci_high": math.nan,
+                        "rho": rho,
+                        "p": p,
+                        "note": note,
+                    }
+                )
     return pd.DataFrame(rows, columns=list(AUROC_COLUMNS))
 
 

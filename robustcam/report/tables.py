@@ -89,9 +89,10 @@ def minimal_attacks(evaluation: Evaluation) -> set[str]:
     """
     names = set(evaluation.per_sample["attack"].unique())
     minimal = {
-        str(a.get("name")) for a in evaluation.info.get("meta", {}).get("attacks", [])
+        str(a.get("name"))
+        for a in evaluation.info.get("meta", {}).get("attacks", [])
         if isinstance(a, dict) and a.get("minimal")
-    }  # fmt: skip
+    }
     for name in names - minimal:
         if name == "cw" or (name in ATTACKS and bool(getattr(ATTACKS.get(name), "minimal", False))):
             minimal.add(name)
@@ -144,12 +145,23 @@ def robust_accuracies(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
         summary["column"] = [
             Setting(str(r.attack), str(r.backend), str(r.norm), float(r.eps)).label(with_backend=with_backend)
             for r in summary.itertuples()
-        ]  # fmt: skip
+        ]
         for key in KEY_COLUMNS:
             summary[key] = getattr(evaluation, key)
         frames.append(summary)
-    columns = [*KEY_COLUMNS, "attack", "backend", "norm", "eps", "minimal", "column", "n", "clean_acc",
-               "robust_acc", "attack_success_rate"]  # fmt: skip
+    columns = [
+        *KEY_COLUMNS,
+        "attack",
+        "backend",
+        "norm",
+        "eps",
+        "minimal",
+        "column",
+        "n",
+        "clean_acc",
+        "robust_acc",
+        "attack_success_rate",
+    ]
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
@@ -253,7 +265,7 @@ def _loc_ious(frame: pd.DataFrame, side: str, protocol: LocalizationProtocol) ->
 def maxboxacc_thresholds(table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """The ``iou_at_<tau>`` columns of a ``maxboxacc_v2.csv`` table and their thresholds."""
     columns = [c for c in table.columns if str(c).startswith(MAXBOXACC_PREFIX)]
-    return columns, np.array([float(str(c)[len(MAXBOXACC_PREFIX):]) for c in columns])
+    return columns, np.array([float(str(c)[len(MAXBOXACC_PREFIX) :]) for c in columns])
 
 
 def maxboxacc_v2(table: pd.DataFrame, examples: pd.Series) -> float:
@@ -285,8 +297,11 @@ def maxboxacc_v2(table: pd.DataFrame, examples: pd.Series) -> float:
 def localization_columns(table: pd.DataFrame) -> list[str]:
     """The localisation columns of a model table, clean then adv: ``<side>_loc_acc_cvpr2016``,
     ``<side>_loc_acc_minmax``, ``<side>_maxboxacc_v2`` (fractions)."""
-    names = [f"{side}_{name}" for side in LOCALIZATION_SIDES
-             for name in (*(f"loc_acc_{p}" for p in TOP1_PROTOCOLS), "maxboxacc_v2")]  # fmt: skip
+    names = [
+        f"{side}_{name}"
+        for side in LOCALIZATION_SIDES
+        for name in (*(f"loc_acc_{p}" for p in TOP1_PROTOCOLS), "maxboxacc_v2")
+    ]
     return [c for c in names if c in table.columns]
 
 
@@ -296,8 +311,10 @@ def _localization_values(evaluation: Evaluation, reference: Setting | None) -> d
     per_sample = evaluation.per_sample
     samples = _clean_samples(per_sample)
     adversarial = reference.rows(per_sample) if reference is not None else per_sample.iloc[:0]
-    parts = {"clean": (samples, samples["clean_correct"]),
-             "adv": (adversarial, adversarial["adv_pred"] == adversarial["label"])}  # fmt: skip
+    parts = {
+        "clean": (samples, samples["clean_correct"]),
+        "adv": (adversarial, adversarial["adv_pred"] == adversarial["label"]),
+    }
     values: dict[str, float] = {}
     for side, (rows, correct) in parts.items():
         for protocol in TOP1_PROTOCOLS:
@@ -335,10 +352,12 @@ def model_table(evaluations: Sequence[Evaluation]) -> pd.DataFrame:
     for evaluation in evaluations:
         samples = _clean_samples(evaluation.per_sample)
         row: dict[str, Any] = {
-            "name": evaluation.name, "loss": evaluation.loss, "noise": evaluation.noise,
+            "name": evaluation.name,
+            "loss": evaluation.loss,
+            "noise": evaluation.noise,
             "n_samples": len(samples),
             "clean_acc": float(samples["clean_correct"].mean()) if len(samples) else math.nan,
-        }  # fmt: skip
+        }
         row.update(_training_record(evaluation))
         for column in _ordered_columns(long):
             value = wide.at[evaluation.name, column] if evaluation.name in wide.index else math.nan
@@ -435,8 +454,8 @@ def describe_column(column: str) -> str:
         "peak_gain": "peak gain of the class the attack moved to",
     }
     for prefix, where in (("clean_", "clean"), ("adv_", "adversarial")):
-        if column.startswith(prefix) and column[len(prefix):] in words:
-            return f"mean {where} {words[column[len(prefix):]]}"
+        if column.startswith(prefix) and column[len(prefix) :] in words:
+            return f"mean {where} {words[column[len(prefix) :]]}"
     if column == "true_peak_shift":
         return "mean shift of the true-class CAM peak under attack (CAM cells)"
     return column

@@ -81,10 +81,13 @@ def cell_row(folder: Path, cell: Cell) -> dict[str, Any]:
 
     metrics = json.loads((folder / RUN_COMPLETE).read_text())["metrics"]
     row: dict[str, Any] = {"cell": cell.dirname, "cell_id": cell.cell_id, **cell.values}
-    row.update({
-        "test_acc": metrics["test_acc"], "train_acc": metrics["train_acc"],
-        "memorization": metrics.get("memorization", float("nan")),
-    })  # fmt: skip
+    row.update(
+        {
+            "test_acc": metrics["test_acc"],
+            "train_acc": metrics["train_acc"],
+            "memorization": metrics.get("memorization", float("nan")),
+        }
+    )
     summary_meta = json.loads((folder / EVAL_DIR / SUMMARY_JSON_FILE).read_text())
     noise = summary_meta["config"].get("checkpoint_meta", {}).get("noise") or {}
     row["realized_noise_rate"] = noise.get("realized_rate", 0.0)

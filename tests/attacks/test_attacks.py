@@ -82,10 +82,15 @@ def test_unknown_attack_suggests_the_closest_name() -> None:
 
 @pytest.mark.parametrize(
     ("name", "params", "argument"),
-    [("pgd", {"steps": 0}, "steps"), ("pgd", {"step_factor": 0.0}, "step_factor"), ("cw", {"c": -1.0}, "c"),
-     ("cw", {"lr": 0.0}, "lr"), ("apgd", {"loss": "hinge"}, "loss"),
-     ("autoattack", {"version": "fast"}, "version")],
-)  # fmt: skip
+    [
+        ("pgd", {"steps": 0}, "steps"),
+        ("pgd", {"step_factor": 0.0}, "step_factor"),
+        ("cw", {"c": -1.0}, "c"),
+        ("cw", {"lr": 0.0}, "lr"),
+        ("apgd", {"loss": "hinge"}, "loss"),
+        ("autoattack", {"version": "fast"}, "version"),
+    ],
+)
 def test_bad_hyperparameters_name_the_argument(name: str, params: dict[str, object], argument: str) -> None:
     with pytest.raises(ValueError, match=rf"^{argument} must"):
         build_attack(name, **params)
@@ -102,7 +107,7 @@ def test_bad_hyperparameters_name_the_argument(name: str, params: dict[str, obje
         ("cw", {"kappa": "big"}, "cw.kappa: 'big' is not a number"),
         ("apgd", {"restarts": 0}, "restarts must be an integer >= 1, got 0"),
     ],
-)  # fmt: skip
+)
 def test_hyperparameters_are_typed_from_the_class_annotations(
     name: str, params: dict[str, object], expected: str
 ) -> None:
@@ -197,18 +202,14 @@ def test_check_supported_names_the_backends_that_can_run_it(name: str) -> None:
 
 
 def test_unknown_backend_lists_the_valid_ones() -> None:
-    with pytest.raises(
-        UnknownNameError, match=re.escape("unknown backend 'cleverhans'; valid: foolbox, torchattacks")
-    ):
+    with pytest.raises(UnknownNameError, match=re.escape("unknown backend 'cleverhans'; valid: foolbox, torchattacks")):
         get_backend("cleverhans")
 
 
 # --------------------------------------------------------------------------- PGD step size
 
 
-@pytest.mark.parametrize(
-    ("steps", "step_factor", "eps"), [(10, 2.5, 8 / 255), (20, 2.0, 4 / 255), (7, 1.0, 0.3)]
-)
+@pytest.mark.parametrize(("steps", "step_factor", "eps"), [(10, 2.5, 8 / 255), (20, 2.0, 4 / 255), (7, 1.0, 0.3)])
 def test_pgd_step_size_is_step_factor_times_eps_over_steps(
     tiny_model: CAMClassifier, steps: int, step_factor: float, eps: float
 ) -> None:

@@ -57,9 +57,7 @@ def test_unknown_split_names_the_valid_ones() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_DATASETS))
-def test_every_dataset_keeps_the_contract(
-    name: str, written_datasets: dict[str, tuple[Path, dict[str, Any]]]
-) -> None:
+def test_every_dataset_keeps_the_contract(name: str, written_datasets: dict[str, tuple[Path, dict[str, Any]]]) -> None:
     root, options = written_datasets[name]
     for split in ("train", "test"):
         dataset = load_dataset(name, split, root=root, **options)

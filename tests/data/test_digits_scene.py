@@ -95,12 +95,8 @@ def test_distractor_avoids_the_true_box_when_it_can() -> None:
     dataset = _scene(distractor_prob=1.0, canvas=64, digit_size=(14, 20))
     assert dataset.boxes is not None
     true_boxes, other_boxes = dataset.boxes, dataset.extras["distractor_boxes"]
-    overlap_x = torch.minimum(true_boxes[:, 2], other_boxes[:, 2]) - torch.maximum(
-        true_boxes[:, 0], other_boxes[:, 0]
-    )
-    overlap_y = torch.minimum(true_boxes[:, 3], other_boxes[:, 3]) - torch.maximum(
-        true_boxes[:, 1], other_boxes[:, 1]
-    )
+    overlap_x = torch.minimum(true_boxes[:, 2], other_boxes[:, 2]) - torch.maximum(true_boxes[:, 0], other_boxes[:, 0])
+    overlap_y = torch.minimum(true_boxes[:, 3], other_boxes[:, 3]) - torch.maximum(true_boxes[:, 1], other_boxes[:, 1])
     # With a 64-pixel canvas and digits of at most 20 there is always room beside the true digit.
     assert ((overlap_x <= 0) | (overlap_y <= 0)).all()
 

@@ -37,9 +37,7 @@ def test_images_labels_and_class_names(tmp_path: Path) -> None:
         for index, path in enumerate(dataset.paths):
             image, label = dataset[index]
             # Same size, so no resampling: the pixels are the written ones, HWC -> CHW.
-            torch.testing.assert_close(
-                image, torch.from_numpy(written[path]).permute(2, 0, 1).float() / 255.0
-            )
+            torch.testing.assert_close(image, torch.from_numpy(written[path]).permute(2, 0, 1).float() / 255.0)
             assert dataset.info.class_names[label] == path.parent.name
 
 

@@ -92,9 +92,7 @@ def test_cifar100_keeps_coarse_labels_and_names(cifar100_writer: Writer, tmp_pat
     assert torch.equal(relabelled.extras["coarse_targets"], dataset.extras["coarse_targets"])
 
 
-def test_svhn_label_ten_is_digit_zero_and_height_is_the_first_axis(
-    svhn_writer: Writer, tmp_path: Path
-) -> None:
+def test_svhn_label_ten_is_digit_zero_and_height_is_the_first_axis(svhn_writer: Writer, tmp_path: Path) -> None:
     import scipy.io
 
     svhn_writer(tmp_path)
@@ -188,9 +186,7 @@ class _CallsEval:
         return eval, ("1 + 1",)
 
 
-def test_pickle_with_a_forbidden_global_is_refused_without_running(
-    cifar10_writer: Writer, tmp_path: Path
-) -> None:
+def test_pickle_with_a_forbidden_global_is_refused_without_running(cifar10_writer: Writer, tmp_path: Path) -> None:
     cifar10_writer(tmp_path)
     marker = tmp_path / "pwned"
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
@@ -218,9 +214,7 @@ def test_restricted_unpickler_round_trips_cifar_content(protocol: int) -> None:
         "flags": {True, False},
         "scale": np.float64(0.5),
     }
-    loaded = RestrictedUnpickler(
-        io.BytesIO(pickle.dumps(content, protocol=protocol)), encoding="latin1"
-    ).load()
+    loaded = RestrictedUnpickler(io.BytesIO(pickle.dumps(content, protocol=protocol)), encoding="latin1").load()
     assert np.array_equal(loaded[b"data"], content[b"data"])
     assert loaded[b"labels"] == [1, 2] and loaded[b"names"] == [b"a", "b"]
     assert loaded["shape"] == (2, 6) and loaded["flags"] == {True, False} and loaded["scale"] == 0.5
@@ -236,9 +230,7 @@ def test_restricted_unpickler_accepts_numpy_1_module_names(tmp_path: Path) -> No
     assert read_cifar_pickle(path)["data"].tolist() == list(range(6))
 
 
-def test_truncated_cifar_batch_is_a_one_line_error_naming_the_file(
-    cifar10_writer: Writer, tmp_path: Path
-) -> None:
+def test_truncated_cifar_batch_is_a_one_line_error_naming_the_file(cifar10_writer: Writer, tmp_path: Path) -> None:
     cifar10_writer(tmp_path)
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:500])
@@ -263,9 +255,7 @@ def test_cifar_batch_with_wrong_content_names_the_file(cifar10_writer: Writer, t
         (lambda raw: raw[:5], "shorter than the idx header"),
     ],
 )
-def test_damaged_idx_file_is_an_error_naming_it(
-    mnist_writer: Writer, tmp_path: Path, damage: Any, reason: str
-) -> None:
+def test_damaged_idx_file_is_an_error_naming_it(mnist_writer: Writer, tmp_path: Path, damage: Any, reason: str) -> None:
     mnist_writer(tmp_path)
     path = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     path.write_bytes(damage(path.read_bytes()))
@@ -323,11 +313,14 @@ def test_processed_files_are_not_unpickled_freely(tmp_path: Path) -> None:
         ({"images": 1}, r"holds a dict, expected an \(images, labels\) pair"),
         ((torch.zeros(2, 28, 28), torch.zeros(2, dtype=torch.long)), "expected uint8"),
         ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.zeros(2)), "expected integers"),
-        ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([0, 12])), r"label 12 at position 1 outside \[0, 9\]"),
+        (
+            (torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([0, 12])),
+            r"label 12 at position 1 outside \[0, 9\]",
+        ),
         ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([-1, 0])), r"label -1 at position 0 outside"),
         ((torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2])), "3 labels for 2 images"),
     ],
-)  # fmt: skip
+)
 def test_malformed_processed_file_names_it(content: object, reason: str, tmp_path: Path) -> None:
     folder = tmp_path / "MNIST" / "processed"
     folder.mkdir(parents=True)

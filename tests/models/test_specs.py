@@ -24,9 +24,7 @@ from robustcam.models import (
 
 # Torchvision-sourced architectures whose source network torchvision builds under the same name.
 _TORCHVISION_NAMED = [
-    arch
-    for arch in list_models()
-    if get_spec(arch).source == "torchvision" and hasattr(torchvision.models, arch)
+    arch for arch in list_models() if get_spec(arch).source == "torchvision" and hasattr(torchvision.models, arch)
 ]
 
 

@@ -225,7 +225,12 @@ def test_corrupt_labels_uses_the_file_labels_and_reports_what_they_realise(cifar
 def test_human_labels_of_the_wrong_length_are_an_error(cifar10n_pt: Path) -> None:
     with pytest.raises(NoiseFileError, match="has 200 labels but there are 150 samples"):
         corrupt_labels(
-            cifar10n_content()["clean_label"][:150], "human", num_classes=10, seed=0, path=cifar10n_pt, key="aggre_label"
+            cifar10n_content()["clean_label"][:150],
+            "human",
+            num_classes=10,
+            seed=0,
+            path=cifar10n_pt,
+            key="aggre_label",
         )
 
 
@@ -256,7 +261,12 @@ def test_human_kind_argument_errors(kwargs: dict[str, object], message: str, cif
     rate = arguments.pop("rate", None)
     with pytest.raises(ValueError, match=message):
         corrupt_labels(
-            cifar10n_content()["clean_label"], "human", rate, num_classes=10, seed=0, **arguments  # type: ignore[arg-type]
+            cifar10n_content()["clean_label"],
+            "human",
+            rate,
+            num_classes=10,
+            seed=0,
+            **arguments,  # type: ignore[arg-type]
         )
 
 

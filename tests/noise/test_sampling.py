@@ -121,7 +121,13 @@ def test_bernoulli_within_sampling_error(convention: str) -> None:
     num_classes, per_class, rate = 5, 4000, 0.3
     labels = np.repeat(np.arange(num_classes), per_class)
     result = corrupt_labels(
-        labels, "symmetric", rate, num_classes=num_classes, seed=3, sampling="bernoulli", convention=convention  # type: ignore[arg-type]
+        labels,
+        "symmetric",
+        rate,
+        num_classes=num_classes,
+        seed=3,
+        sampling="bernoulli",
+        convention=convention,  # type: ignore[arg-type]
     )
     expected = transition_matrix("symmetric", num_classes, rate, convention=convention)  # type: ignore[arg-type]
     # Each realised entry is a binomial proportion: within 5 standard errors of T.
@@ -215,9 +221,7 @@ def test_result_fields_are_consistent() -> None:
     result = corrupt_labels(labels, "pairflip", 0.3, num_classes=4, seed=0)
     assert torch.equal(result.flipped, result.labels != torch.as_tensor(labels))
     assert result.realized_rate == pytest.approx(float(result.flipped.float().mean()))
-    np.testing.assert_allclose(
-        result.realized_matrix, realized_transition_matrix(labels, result.labels, num_classes=4)
-    )
+    np.testing.assert_allclose(result.realized_matrix, realized_transition_matrix(labels, result.labels, num_classes=4))
 
 
 def test_absent_classes_get_identity_rows() -> None:

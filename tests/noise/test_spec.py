@@ -90,7 +90,9 @@ def test_apply_is_corrupt_labels_with_the_spec() -> None:
     overridden = spec.apply(labels, num_classes=10, seed=9).labels
     assert torch.equal(
         overridden,
-        corrupt_labels(labels, "symmetric", 0.3, num_classes=10, seed=9, convention="uniform", sampling="bernoulli").labels,
+        corrupt_labels(
+            labels, "symmetric", 0.3, num_classes=10, seed=9, convention="uniform", sampling="bernoulli"
+        ).labels,
     )
 
 

@@ -300,8 +300,12 @@ INVALID_MATRICES = [
 
 @pytest.mark.parametrize(
     ("rows", "problem", "suffix"),
-    [(rows, problem, suffix) for rows, problem in INVALID_MATRICES for suffix in (".yaml", ".npy")
-     if suffix == ".yaml" or len({len(row) for row in rows}) == 1],  # a ragged matrix cannot be a .npy array
+    [
+        (rows, problem, suffix)
+        for rows, problem in INVALID_MATRICES
+        for suffix in (".yaml", ".npy")
+        if suffix == ".yaml" or len({len(row) for row in rows}) == 1
+    ],  # a ragged matrix cannot be a .npy array
 )
 def test_invalid_matrix_files_are_one_line_errors_naming_the_problem(
     rows: list[list[float]], problem: str, suffix: str, tmp_path: Path

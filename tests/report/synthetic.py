@@ -52,9 +52,15 @@ def make_records(
         label = i % 10
         ok = i in correct_set
         return {
-            "index": i, "label": label, "clean_pred": label if ok else (label + 1) % 10, "clean_correct": ok,
-            "clean_margin": 1.0 if ok else -1.0, "backend": backend, "valid": True, "violation": "",
-        }  # fmt: skip
+            "index": i,
+            "label": label,
+            "clean_pred": label if ok else (label + 1) % 10,
+            "clean_correct": ok,
+            "clean_margin": 1.0 if ok else -1.0,
+            "backend": backend,
+            "valid": True,
+            "violation": "",
+        }
 
     for (attack, eps_text), hit in broken.items():
         eps = parse_eps(eps_text)
@@ -63,12 +69,18 @@ def make_records(
             success = row["clean_correct"] and i in hit
             wrong = success or not row["clean_correct"]
             row.update(
-                attack=attack, norm="Linf", eps=eps, attacked=row["clean_correct"],
+                attack=attack,
+                norm="Linf",
+                eps=eps,
+                attacked=row["clean_correct"],
                 source_eps=eps if success else np.nan,
-                adv_pred=(row["label"] + 1) % 10 if wrong else row["label"], success=success,
-                robust=row["clean_correct"] and not success, linf=eps if success else eps / 2,
-                l2=0.1 if success else 0.05, margin=-0.5 if wrong else 0.5,
-            )  # fmt: skip
+                adv_pred=(row["label"] + 1) % 10 if wrong else row["label"],
+                success=success,
+                robust=row["clean_correct"] and not success,
+                linf=eps if success else eps / 2,
+                l2=0.1 if success else 0.05,
+                margin=-0.5 if wrong else 0.5,
+            )
             rows.append(row)
     if cw is not None:
         for eps_text in L2_EPS:
@@ -79,12 +91,18 @@ def make_records(
                 success = found and cw[i] <= eps
                 wrong = found or not row["clean_correct"]
                 row.update(
-                    attack="cw", norm="L2", eps=eps, attacked=row["clean_correct"],
+                    attack="cw",
+                    norm="L2",
+                    eps=eps,
+                    attacked=row["clean_correct"],
                     source_eps=eps if success else np.nan,
-                    adv_pred=(row["label"] + 1) % 10 if wrong else row["label"], success=success,
-                    robust=row["clean_correct"] and not success, linf=0.01 if found else 0.0,
-                    l2=cw[i] if found else 0.0, margin=-0.1 if wrong else 0.3,
-                )  # fmt: skip
+                    adv_pred=(row["label"] + 1) % 10 if wrong else row["label"],
+                    success=success,
+                    robust=row["clean_correct"] and not success,
+                    linf=0.01 if found else 0.0,
+                    l2=cw[i] if found else 0.0,
+                    margin=-0.1 if wrong else 0.3,
+                )
                 rows.append(row)
     frame = pd.DataFrame(rows)[list(RECORD_COLUMNS)]
     if clean_stats is not None:
@@ -125,14 +143,15 @@ def write_folder(
         meta["noise"] = noise
     payload = {
         "config": {
-            "checkpoint": str(folder / "model.pt"), "checkpoint_meta": meta,
+            "checkpoint": str(folder / "model.pt"),
+            "checkpoint_meta": meta,
             "data": {"name": "digits", "split": "test", "options": {}},
         },
         "meta": {"n_samples": int(per_sample["index"].nunique()), "attacks": attacks, "seed": 0},
         "flags": list(flags),
         "summary": json.loads(summary.to_json(orient="records")),
         "agreement": [],
-    }  # fmt: skip
+    }
     if with_json:
         (folder / "summary.json").write_text(json.dumps(payload, indent=2))
     return folder
@@ -153,9 +172,13 @@ def sweep_stats(j: int, broken8: set[int]) -> dict[str, np.ndarray]:
     ramp = 0.001 * np.arange(N)
     negative = base + bump + ramp
     return {
-        "neg_peak_max": 2 * negative, "neg_peak_topk": negative, "neg_homogeneity": negative,
-        "neg_positive_frac": 0.1 * negative, "pos_peak": np.full(N, 3.0), "peak_margin": 3.0 - 2 * negative,
-    }  # fmt: skip
+        "neg_peak_max": 2 * negative,
+        "neg_peak_topk": negative,
+        "neg_homogeneity": negative,
+        "neg_positive_frac": 0.1 * negative,
+        "pos_peak": np.full(N, 3.0),
+        "peak_margin": 3.0 - 2 * negative,
+    }
 
 
 def sweep_broken(j: int) -> dict[tuple[str, str], set[int]]:
@@ -174,9 +197,11 @@ def write_sweep(root: Path, *, cam: bool = True, count: int = 5, run_dirs: bool 
     for j in range(count):
         broken = sweep_broken(j)
         records = make_records(
-            n=N, broken=broken, cw={i: 0.2 + 0.1 * j + 0.01 * i for i in range(6)},
+            n=N,
+            broken=broken,
+            cw={i: 0.2 + 0.1 * j + 0.01 * i for i in range(6)},
             clean_stats=sweep_stats(j, broken[("pgd", "8/255")]) if cam else None,
-        )  # fmt: skip
+        )
         folder = root / f"run{j}" / "eval" if run_dirs else root / f"eval{j}"
         noise = None if j % 2 == 0 else {"kind": "symmetric", "rate": 0.4}
         folders.append(write_folder(folder, records, loss=LOSSES[j % len(LOSSES)], noise=noise))
@@ -190,10 +215,18 @@ def write_examples(path: Path, *, m: int = 3, classes: int = 4, channels: int = 
     cams = torch.randn(m, classes, 4, 4, generator=generator)
     labels = torch.arange(m) % classes
     payload = {
-        "indices": torch.arange(m), "labels": labels, "clean_pred": labels.clone(), "images": images, "cams": cams,
-        "adv": {"pgd/torchattacks/8/255": {
-            "images": (images + 0.03).clamp(0, 1), "cams": cams + 1.0, "pred": (labels + 1) % classes,
-        }},
-    }  # fmt: skip
+        "indices": torch.arange(m),
+        "labels": labels,
+        "clean_pred": labels.clone(),
+        "images": images,
+        "cams": cams,
+        "adv": {
+            "pgd/torchattacks/8/255": {
+                "images": (images + 0.03).clamp(0, 1),
+                "cams": cams + 1.0,
+                "pred": (labels + 1) % classes,
+            }
+        },
+    }
     torch.save(payload, path)
     return path

@@ -34,11 +34,17 @@ def noisy_table() -> pd.DataFrame:
     """Twelve checkpoints whose statistic relates to robust accuracy, but not perfectly."""
     rng = np.random.default_rng(5)
     stat = rng.normal(size=12)
-    return pd.DataFrame({
-        "name": [f"m{i}" for i in range(12)], "loss": ["ce"] * 12, "noise": ["clean"] * 12,
-        "clean_neg_homogeneity": stat, "clean_neg_peak_max": rng.normal(size=12),
-        "pgd@8/255": 0.5 - 0.1 * stat + 0.1 * rng.normal(size=12), "worst@8/255": np.full(12, 0.3),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "name": [f"m{i}" for i in range(12)],
+            "loss": ["ce"] * 12,
+            "noise": ["clean"] * 12,
+            "clean_neg_homogeneity": stat,
+            "clean_neg_peak_max": rng.normal(size=12),
+            "pgd@8/255": 0.5 - 0.1 * stat + 0.1 * rng.normal(size=12),
+            "worst@8/255": np.full(12, 0.3),
+        }
+    )
 
 
 def _enumerated_p(x: np.ndarray, y: np.ndarray, statistic: object) -> float:
@@ -67,9 +73,12 @@ def test_exact_p_is_scipys_permutation_test_with_every_ordering() -> None:
     x, y = rng.normal(size=7), rng.normal(size=7)
     _, p, method, orderings = permutation_test(x, y)
     reference = stats.permutation_test(
-        (y,), lambda v, axis=-1: stats.pearsonr(np.broadcast_to(x, v.shape), v, axis=-1).statistic,
-        permutation_type="pairings", vectorized=True, n_resamples=np.inf,
-    )  # fmt: skip
+        (y,),
+        lambda v, axis=-1: stats.pearsonr(np.broadcast_to(x, v.shape), v, axis=-1).statistic,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=np.inf,
+    )
     assert method == "exact" and orderings == math.factorial(7)
     assert p == pytest.approx(reference.pvalue, abs=1e-12)
 
@@ -90,9 +99,13 @@ def test_monte_carlo_above_eight_points_is_scipys_and_seeded() -> None:
     again = permutation_test(x, y, seed=11)[1]
     other = permutation_test(x, y, seed=12)[1]
     reference = stats.permutation_test(
-        (y,), lambda v, axis=-1: stats.pearsonr(np.broadcast_to(x, v.shape), v, axis=-1).statistic,
-        permutation_type="pairings", vectorized=True, n_resamples=10_000, rng=np.random.default_rng(11),
-    )  # fmt: skip
+        (y,),
+        lambda v, axis=-1: stats.pearsonr(np.broadcast_to(x, v.shape), v, axis=-1).statistic,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=10_000,
+        rng=np.random.default_rng(11),
+    )
     assert method == "monte_carlo" and orderings == 10_000
     assert p == pytest.approx(reference.pvalue, abs=1e-12) and p == again and p != other
     assert p >= 1 / 10_001  # the observed ordering counts: never 0
@@ -107,13 +120,19 @@ def test_bca_interval_from_ten_points_is_scipys_bootstrap() -> None:
     def spearman_rows(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         if a.ndim == 1:
             return np.asarray(stats.spearmanr(a, b).statistic)
-        return np.array([stats.spearmanr(r, s).statistic for r, s in zip(a.reshape(-1, a.shape[-1]),
-                                                                        b.reshape(-1, b.shape[-1]))]).reshape(a.shape[:-1])
+        return np.array(
+            [stats.spearmanr(r, s).statistic for r, s in zip(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]))]
+        ).reshape(a.shape[:-1])
 
     reference = stats.bootstrap(
-        (x, y), spearman_rows, paired=True, vectorized=True, method="BCa", n_resamples=999,
+        (x, y),
+        spearman_rows,
+        paired=True,
+        vectorized=True,
+        method="BCa",
+        n_resamples=999,
         rng=np.random.default_rng(2),
-    )  # fmt: skip
+    )
     assert low == pytest.approx(reference.confidence_interval.low, abs=1e-9)
     assert high == pytest.approx(reference.confidence_interval.high, abs=1e-9)
     row = correlate(x, y, bootstrap=999, seed=2)

@@ -40,16 +40,26 @@ def _design(
     for i, weight in enumerate(weights):
         for seed in seeds:
             name = f"w{weight:g}_s{seed}"
-            rows.append({
-                "name": name, "loss": "hnc", "noise": "clean", "n_samples": 200, "clean_acc": 0.99,
-                "pgd@8/255": 0.1 + 0.1 * i + 0.01 * seed,
-                "clean_neg_homogeneity": 4.0 - 0.5 * i - 0.02 * seed,
-                "clean_neg_peak_max": 3.0 - 0.1 * i + 0.05 * seed,
-            })  # fmt: skip
-            value_rows.append({
-                "name": name, "configuration": f"loss.hnc.weight={weight:g}", "seed": seed,
-                "loss.hnc.weight": weight,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "name": name,
+                    "loss": "hnc",
+                    "noise": "clean",
+                    "n_samples": 200,
+                    "clean_acc": 0.99,
+                    "pgd@8/255": 0.1 + 0.1 * i + 0.01 * seed,
+                    "clean_neg_homogeneity": 4.0 - 0.5 * i - 0.02 * seed,
+                    "clean_neg_peak_max": 3.0 - 0.1 * i + 0.05 * seed,
+                }
+            )
+            value_rows.append(
+                {
+                    "name": name,
+                    "configuration": f"loss.hnc.weight={weight:g}",
+                    "seed": seed,
+                    "loss.hnc.weight": weight,
+                }
+            )
     values = pd.DataFrame(value_rows)
     for key, column in extra.items():
         values[key] = column
@@ -122,8 +132,11 @@ def test_the_summary_averages_the_seeds_at_each_dose() -> None:
     assert row["n_seeds"] == 3 and row["mean"] == pytest.approx(np.mean(values_at_dose), abs=1e-12)
     assert row["ci_high"] - row["ci_low"] == pytest.approx(2 * T_975_DF2 * 0.01 / math.sqrt(3), abs=1e-9)
     assert summary["quantity"].drop_duplicates().tolist() == [
-        "clean_neg_peak_max", "clean_neg_homogeneity", "clean_acc", "pgd@8/255",
-    ]  # fmt: skip
+        "clean_neg_peak_max",
+        "clean_neg_homogeneity",
+        "clean_acc",
+        "pgd@8/255",
+    ]
     assert summary[summary["quantity"] == "pgd@8/255"]["dose"].tolist() == list(WEIGHTS)
 
 
@@ -151,9 +164,7 @@ def test_rho_is_scipys_spearman_of_dose_vs_the_per_dose_mean_and_q_is_bh() -> No
     assert dose is not None
     means = models.assign(w=values["loss.hnc.weight"]).groupby("w")["clean_neg_peak_max"].mean()
     row = dose.trend.set_index("quantity").loc["clean_neg_peak_max"]
-    assert row["spearman_rho"] == pytest.approx(
-        stats.spearmanr(means.index, means.to_numpy()).statistic, abs=1e-12
-    )
+    assert row["spearman_rho"] == pytest.approx(stats.spearmanr(means.index, means.to_numpy()).statistic, abs=1e-12)
     tested = dose.trend.dropna(subset=["p_value"])
     expected_q = stats.false_discovery_control(tested["p_value"], method="bh")
     np.testing.assert_allclose(tested["q_value"], expected_q, rtol=0, atol=1e-15)

@@ -26,17 +26,22 @@ def _samples(seed: int, n: int = 300) -> pd.DataFrame:
     margin = rng.normal(3.0, 1.5, n)
     hidden = rng.normal(size=n)
     broken = rng.random(n) < 1 / (1 + np.exp(1.5 * (margin - 3.0) - 1.5 * hidden))
-    return pd.DataFrame({
-        "success": broken, "clean_margin": margin,
-        "clean_echo": np.exp(-0.5 * margin) + rng.normal(0, 0.05, n),  # a monotone function of the margin + noise
-        "clean_signal": hidden + rng.normal(0, 0.3, n),  # independent of the margin, related to breaking
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "success": broken,
+            "clean_margin": margin,
+            "clean_echo": np.exp(-0.5 * margin) + rng.normal(0, 0.05, n),  # a monotone function of the margin + noise
+            "clean_signal": hidden + rng.normal(0, 0.3, n),  # independent of the margin, related to breaking
+        }
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_statistic_that_echoes_the_margin_adds_nothing_and_an_independent_one_adds(seed: int) -> None:
-    rows = {r["statistic"]: r for r in margin_comparison(_samples(seed), ["clean_echo", "clean_signal"], folds=5,
-                                                          repeats=10, seed=0)}  # fmt: skip
+    rows = {
+        r["statistic"]: r
+        for r in margin_comparison(_samples(seed), ["clean_echo", "clean_signal"], folds=5, repeats=10, seed=0)
+    }
     echo, signal = rows["clean_echo"], rows["clean_signal"]
     assert echo["auroc_statistic"] > 0.7  # on its own it looks predictive
     assert echo["delta_ci_low"] <= 0 <= echo["delta_ci_high"]
@@ -117,15 +122,20 @@ def test_incremental_table_covers_every_checkpoint_setting_and_statistic_and_is_
 def test_minimal_attacks_get_the_partial_spearman_with_the_minimal_norm(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     cw = {i: float(v) for i, v in enumerate(rng.uniform(0.1, 2.0, size=12))}
-    write_folder(tmp_path / "a", make_records(n=20, cw=cw, clean_stats=sweep_stats(0, set()) | {
-        "neg_homogeneity": rng.normal(size=20)}))  # fmt: skip
+    write_folder(
+        tmp_path / "a",
+        make_records(n=20, cw=cw, clean_stats=sweep_stats(0, set()) | {"neg_homogeneity": rng.normal(size=20)}),
+    )
     table = incremental_value(load_evaluations(tmp_path))
     row = table[(table["kind"] == "partial_min_norm") & (table["statistic"] == "clean_neg_homogeneity")].iloc[0]
     frame = load_evaluations(tmp_path)[0].per_sample
     first = frame[frame["attack"] == "cw"].drop_duplicates("index").set_index("index")
     chosen = sorted(cw)
-    rho, p = partial_spearman(first.loc[chosen, "clean_neg_homogeneity"].to_numpy(), np.array([cw[i] for i in chosen]),
-                              first.loc[chosen, "clean_margin"].to_numpy())  # fmt: skip
+    rho, p = partial_spearman(
+        first.loc[chosen, "clean_neg_homogeneity"].to_numpy(),
+        np.array([cw[i] for i in chosen]),
+        first.loc[chosen, "clean_margin"].to_numpy(),
+    )
     assert row["n"] == 12 and row["target"] == "cw_min_l2"
     # the synthetic margins are constant (1.0): the partial correlation is then the plain one
     assert row["partial_spearman"] == pytest.approx(rho, abs=1e-12) and row["partial_p"] == pytest.approx(p, abs=1e-12)

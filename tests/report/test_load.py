@@ -99,4 +99,9 @@ def test_a_summary_json_with_null_sections_still_loads(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "m", make_records())
     (folder / "summary.json").write_text('{"config": null, "meta": null, "flags": null}')
     (evaluation,) = load_evaluations(folder)
-    assert (evaluation.loss, evaluation.noise, evaluation.flags, evaluation.checkpoint_meta) == ("unknown", "clean", [], {})
+    assert (evaluation.loss, evaluation.noise, evaluation.flags, evaluation.checkpoint_meta) == (
+        "unknown",
+        "clean",
+        [],
+        {},
+    )

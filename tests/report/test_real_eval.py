@@ -18,9 +18,16 @@ from robustcam.report import load_evaluations, model_table, summary_mismatches, 
 def real_eval(tiny_model: CAMClassifier, digits_test: ImageDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FGSM (Linf) and a short C&W (L2) on the untrained tiny model, written as ``run/eval``."""
     result = evaluate(
-        tiny_model, digits_test, ["fgsm", build_attack("cw", steps=5)], eps=["2/255", "8/255"], eps_l2=["0.5"],
-        n=48, batch_size=48, seed=0, sanity=False,
-    )  # fmt: skip
+        tiny_model,
+        digits_test,
+        ["fgsm", build_attack("cw", steps=5)],
+        eps=["2/255", "8/255"],
+        eps_l2=["0.5"],
+        n=48,
+        batch_size=48,
+        seed=0,
+        sanity=False,
+    )
     root = tmp_path_factory.mktemp("real")
     meta = {"arch": "smallcnn", "loss": {"name": "ce"}, "seed": 0}
     write_eval(result, root / "tiny" / "eval", config={"checkpoint": "tiny/model.pt", "checkpoint_meta": meta})

@@ -71,9 +71,11 @@ def test_auroc_rows_equal_sklearn_and_separating_statistics_score_one(tmp_path: 
 
 def test_auroc_is_nan_when_no_sample_or_every_sample_breaks(tmp_path: Path) -> None:
     records = make_records(
-        n=10, correct=range(6), broken={("pgd", "4/255"): set(), ("pgd", "8/255"): set(range(6))},
+        n=10,
+        correct=range(6),
+        broken={("pgd", "4/255"): set(), ("pgd", "8/255"): set(range(6))},
         clean_stats=sweep_stats(0, set()) | {s: np.arange(10.0) for s in ("neg_homogeneity",)},
-    )  # fmt: skip
+    )
     write_folder(tmp_path / "a", records)
     samples = sample_auroc(load_evaluations(tmp_path))
     none_broken = samples[samples["target"] == "pgd@4/255"]
@@ -99,8 +101,11 @@ def test_spearman_with_the_cw_minimal_norm_uses_the_successful_samples_and_a_per
     reference = stats.permutation_test(
         (stats.rankdata(y),),
         lambda v, axis=-1: stats.pearsonr(np.broadcast_to(stats.rankdata(x), v.shape), v, axis=-1).statistic,
-        permutation_type="pairings", vectorized=True, n_resamples=10_000, rng=np.random.default_rng(0),
-    )  # fmt: skip
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=10_000,
+        rng=np.random.default_rng(0),
+    )
     assert row["n"].item() == 10 and row["target"].item() == "cw_min_l2"
     assert row["rho"].item() == pytest.approx(expected.statistic, abs=1e-12)
     assert row["p"].item() == pytest.approx(reference.pvalue, abs=1e-12)

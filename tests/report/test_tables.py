@@ -33,9 +33,10 @@ def _one(tmp_path: Path, records: pd.DataFrame, **kwargs: object) -> pd.DataFram
 def test_robust_accuracy_worst_case_and_clean_accuracy_by_hand(tmp_path: Path) -> None:
     # 10 samples, 0..7 correct. PGD breaks {0} at 4/255 and {0, 1, 2} at 8/255; FGSM breaks {3} and {3, 4}.
     records = make_records(
-        n=10, correct=range(8),
+        n=10,
+        correct=range(8),
         broken={("pgd", "4/255"): {0}, ("pgd", "8/255"): {0, 1, 2}, ("fgsm", "4/255"): {3}, ("fgsm", "8/255"): {3, 4}},
-    )  # fmt: skip
+    )
     (row,) = _one(tmp_path, records).to_dict("records")
     assert row["n_samples"] == 10 and row["clean_acc"] == 0.8
     assert row["pgd@4/255"] == 0.7 and row["pgd@8/255"] == 0.5
@@ -49,9 +50,19 @@ def test_columns_are_ordered_and_named_readably(tmp_path: Path) -> None:
     table = model_table(load_evaluations(tmp_path))
     assert list(table.columns[:5]) == ["name", "loss", "noise", "n_samples", "clean_acc"]
     assert robustness_columns(table) == [
-        "pgd@4/255", "pgd@8/255", "fgsm@4/255", "fgsm@8/255", "cw@0.5", "cw@1",
-        "worst@4/255", "worst@8/255", "worst_l2@0.5", "worst_l2@1", "cw_mean_min_l2", "test_acc",
-    ]  # fmt: skip
+        "pgd@4/255",
+        "pgd@8/255",
+        "fgsm@4/255",
+        "fgsm@8/255",
+        "cw@0.5",
+        "cw@1",
+        "worst@4/255",
+        "worst@8/255",
+        "worst_l2@0.5",
+        "worst_l2@1",
+        "cw_mean_min_l2",
+        "test_acc",
+    ]
     assert headline_target(table) == "worst@8/255"
     assert statistic_columns(table)[:6] == [f"clean_{s}" for s in STAT_NAMES]
 
