@@ -44,7 +44,7 @@ def main() -> None:
     model, meta = load_checkpoint(args.ckpt)
     dataset = load_dataset(meta["data"]["name"], "test", **meta["data"].get("options", {}))
     attacks = args.attacks.split(",")
-    kwargs = dict(eps=["2/255", "4/255", "8/255"], eps_l2=["0.25", "0.5", "1.0"], n=args.n, sanity=False)
+    kwargs = {"eps": ["2/255", "4/255", "8/255"], "eps_l2": ["0.25", "0.5", "1.0"], "n": args.n, "sanity": False}
 
     times: dict[bool, list[float]] = {True: [], False: []}
     rows = 0

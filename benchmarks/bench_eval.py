@@ -301,7 +301,7 @@ def ideal_cascade(
     batches = [(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
     clean_correct = [predict(model, x) == y for x, y in batches]
     for a, attack in enumerate(CASCADE_ATTACKS):
-        for j, eps in enumerate(eps_list):
+        for eps in eps_list:
             counts[attack, eps] = 0
             result.attacked[attack, eps] = 0
         for b, (x, y) in enumerate(batches):
@@ -362,6 +362,10 @@ def attack_loop_seconds(result: EvalResult) -> float:
 # --------------------------------------------------------------------------- 1. PGD efficiency
 
 
+EFFICIENCY_STEPS = (10, 20)  # the PGD step counts timed
+REFERENCE_CALLS = 10  # forward(+backward) passes per timing of the reference
+
+
 def pgd_efficiency(
     title: str,
     model: CAMClassifier,
@@ -373,47 +377,8 @@ def pgd_efficiency(
     """Print the PGD efficiency tables; return a no-grad forward's share of a forward+backward."""
     batch = len(dataset)
     images, labels = materialise(dataset, torch.arange(batch), device)
-    eps = parse_eps(PGD_EPS)
-    steps_list = (10, 20)
-    reference_calls = 10
-
-    def forward_backward() -> None:
-        for _ in range(reference_calls):
-            x = images.clone().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(x), labels), x)
-
-    def forward_only() -> None:
-        for _ in range(reference_calls):
-            predict(model, images)
-
-    methods: dict[str, Callable[[], Any]] = {"forward+backward": forward_backward, "forward": forward_only}
-    for steps in steps_list:
-        attack = build_attack("pgd", steps=steps)
-
-        def run_robustcam(attack: Any = attack, **options: Any) -> EvalResult:
-            return run_evaluate(model, dataset, [attack], [PGD_EPS], n=batch, batch_size=batch, seed=seed, **options)
-
-        def run_robustcam_without_cams(attack: Any = attack) -> EvalResult:
-            return run_robustcam(attack, cam_stats=False)
-
-        def run_torchattacks(steps: int = steps) -> Tensor:
-            torch.manual_seed(seed)
-            return torchattacks_attack("pgd", model, eps, steps)(images, labels)  # type: ignore[no-any-return]
-
-        def run_foolbox(steps: int = steps) -> Tensor:
-            torch.manual_seed(seed)
-            fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
-            runner = fb.attacks.LinfPGD(abs_stepsize=PGD_STEP_FACTOR * eps / steps, steps=steps, random_start=True)
-            _, clipped, _ = runner(fmodel, images, labels, epsilons=eps)
-            return clipped  # type: ignore[no-any-return]
-
-        methods[f"evaluate pgd-{steps}"] = run_robustcam
-        if steps == steps_list[0]:
-            methods[f"evaluate-nocam pgd-{steps}"] = run_robustcam_without_cams
-        methods[f"torchattacks pgd-{steps}"] = run_torchattacks
-        methods[f"foolbox pgd-{steps}"] = run_foolbox
-
-    forward_backward()  # warm-up: allocator, first-call dispatch
+    methods = efficiency_methods(model, dataset, images, labels, device, seed)
+    methods["forward+backward"]()  # warm-up: allocator, first-call dispatch
     run_evaluate(model, dataset, ["pgd"], [PGD_EPS], n=batch, batch_size=batch, seed=seed)
     timings = interleave(methods, repeats, device, model)
     reference = "forward+backward"
@@ -421,20 +386,98 @@ def pgd_efficiency(
 
     print(f"\n## 1. PGD efficiency: {title}, batch {batch}, Linf eps {PGD_EPS}, {repeats} rounds")
     print(
-        f"forward+backward {1000 * timings.median(reference, reference_calls):.1f} ms, no-grad forward "
-        f"{1000 * timings.median('forward', reference_calls):.1f} ms ({forward_share:.3f} of a forward+backward)"
+        f"forward+backward {1000 * timings.median(reference, REFERENCE_CALLS):.1f} ms, no-grad forward "
+        f"{1000 * timings.median('forward', REFERENCE_CALLS):.1f} ms ({forward_share:.3f} of a forward+backward)"
     )
+    print_efficiency_table(timings, reference)
+    print_evaluate_time_split(timings, reference, forward_share)
+    return forward_share
+
+
+def efficiency_methods(
+    model: CAMClassifier,
+    dataset: TensorImageDataset,
+    images: Tensor,
+    labels: Tensor,
+    device: torch.device,
+    seed: int,
+) -> dict[str, Callable[[], Any]]:
+    """What the PGD efficiency tables time, by name, in the order they run in each round: the
+    forward(+backward) references, then robustcam, torchattacks and foolbox per step count."""
+    methods = reference_methods(model, images, labels)
+    for steps in EFFICIENCY_STEPS:
+        methods.update(pgd_methods(steps, model, dataset, images, labels, device, seed))
+    return methods
+
+
+def reference_methods(model: CAMClassifier, images: Tensor, labels: Tensor) -> dict[str, Callable[[], Any]]:
+    """``REFERENCE_CALLS`` forward+backward passes, and as many no-grad forwards."""
+
+    def forward_backward() -> None:
+        for _ in range(REFERENCE_CALLS):
+            x = images.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(x), labels), x)
+
+    def forward_only() -> None:
+        for _ in range(REFERENCE_CALLS):
+            predict(model, images)
+
+    return {"forward+backward": forward_backward, "forward": forward_only}
+
+
+def pgd_methods(
+    steps: int,
+    model: CAMClassifier,
+    dataset: TensorImageDataset,
+    images: Tensor,
+    labels: Tensor,
+    device: torch.device,
+    seed: int,
+) -> dict[str, Callable[[], Any]]:
+    """``steps``-step Linf PGD at ``PGD_EPS`` run by evaluate (and, for the first step count,
+    evaluate without CAM statistics), by torchattacks and by foolbox."""
+    batch = len(dataset)
+    eps = parse_eps(PGD_EPS)
+    attack = build_attack("pgd", steps=steps)
+
+    def run_robustcam(**options: Any) -> EvalResult:
+        return run_evaluate(model, dataset, [attack], [PGD_EPS], n=batch, batch_size=batch, seed=seed, **options)
+
+    def run_robustcam_without_cams() -> EvalResult:
+        return run_robustcam(cam_stats=False)
+
+    def run_torchattacks() -> Tensor:
+        torch.manual_seed(seed)
+        return torchattacks_attack("pgd", model, eps, steps)(images, labels)  # type: ignore[no-any-return]
+
+    def run_foolbox() -> Tensor:
+        torch.manual_seed(seed)
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
+        runner = fb.attacks.LinfPGD(abs_stepsize=PGD_STEP_FACTOR * eps / steps, steps=steps, random_start=True)
+        _, clipped, _ = runner(fmodel, images, labels, epsilons=eps)
+        return clipped  # type: ignore[no-any-return]
+
+    methods: dict[str, Callable[[], Any]] = {f"evaluate pgd-{steps}": run_robustcam}
+    if steps == EFFICIENCY_STEPS[0]:
+        methods[f"evaluate-nocam pgd-{steps}"] = run_robustcam_without_cams
+    methods[f"torchattacks pgd-{steps}"] = run_torchattacks
+    methods[f"foolbox pgd-{steps}"] = run_foolbox
+    return methods
+
+
+def print_efficiency_table(timings: Timings, reference: str) -> None:
+    """Time per PGD step of each library, in units of one forward+backward, with its passes."""
     print("ratio = time per PGD step / time of one forward+backward; passes = images through the network per run")
     print(
         f"{'method':<24}{'ms/step':>9}{'ratio (median)':>16}{'rounds':>11}{'ratio (minima)':>16}{'target':>9}"
         f"{'passes grad':>13}{'no grad':>9}"
     )
-    for steps in steps_list:
+    for steps in EFFICIENCY_STEPS:
         for library in ("evaluate", "evaluate-nocam", "torchattacks", "foolbox"):
             name = f"{library} pgd-{steps}"
             if name not in timings.seconds:
                 continue
-            scale = steps / reference_calls  # the reference times reference_calls passes
+            scale = steps / REFERENCE_CALLS  # the reference times REFERENCE_CALLS passes
             target = f"<= {EFFICIENCY_TARGET}" if library == "evaluate" else ""
             with_grad, without_grad = timings.passes[name]
             print(
@@ -443,10 +486,14 @@ def pgd_efficiency(
                 f"{target:>9}{with_grad:>13}{without_grad:>9}"
             )
     print("evaluate-nocam: evaluate(..., cam_stats=False)")
+
+
+def print_evaluate_time_split(timings: Timings, reference: str, forward_share: float) -> None:
+    """Where evaluate's time per PGD step goes: its attack loop, and everything outside it."""
     print("where evaluate's time goes, per PGD step, in forward+backward units (medians over rounds):")
     print(f"{'steps':>6}{'attack loop':>13}{'outside loop':>14}{'torchattacks alone':>20}{'2 fwd / steps':>15}")
-    step_seconds = [t / reference_calls for t in timings.seconds[reference]]
-    for steps in steps_list:
+    step_seconds = [t / REFERENCE_CALLS for t in timings.seconds[reference]]
+    for steps in EFFICIENCY_STEPS:
         name = f"evaluate pgd-{steps}"
         results = timings.values[name]
         loop = [attack_loop_seconds(r) / steps / s for r, s in zip(results, step_seconds)]
@@ -455,7 +502,7 @@ def pgd_efficiency(
         ]
         print(
             f"{steps:>6}{statistics.median(loop):>13.3f}{statistics.median(outside):>14.3f}"
-            f"{timings.ratio(f'torchattacks pgd-{steps}', reference, steps / reference_calls):>20.3f}"
+            f"{timings.ratio(f'torchattacks pgd-{steps}', reference, steps / REFERENCE_CALLS):>20.3f}"
             f"{2 * forward_share / steps:>15.3f}"
         )
     print(
@@ -463,7 +510,6 @@ def pgd_efficiency(
         "CAM statistics, records); outside: the clean pass, setup and the summary; '2 fwd / steps': the clean\n"
         "pass plus the re-prediction, the two no-grad forwards evaluate adds to the attack by design"
     )
-    return forward_share
 
 
 # --------------------------------------------------------------------------- 2. cascade and 3. overhead

@@ -118,7 +118,7 @@ def strict_scalars(annotation: Any) -> Any:
         return annotation
     strict_args = tuple(strict_scalars(arg) for arg in args)
     if origin is Union or origin is types.UnionType:
-        return Union[strict_args]  # noqa: UP007  (built from a tuple of arguments)
+        return Union[strict_args]
     try:
         return origin[strict_args]
     except TypeError:  # an origin that cannot be subscripted again (collections.abc.Callable, ...)

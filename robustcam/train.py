@@ -8,6 +8,12 @@ resumed from its last finished epoch and draws exactly the batches and
 augmentations an uninterrupted run would have drawn, because every epoch's
 randomness is derived from (seed, epoch) rather than from a global generator.
 
+The run directory is locked while it is written (``robustcam.io.directory_lock``): a second
+process on the same directory stops with a one-line error that names the holder. Every file
+read back (``train_state.pt``, ``train_log.csv``, ``complete.json``) is checked, so a corrupt
+or planted one is a one-line error naming it and how to recover, and a write that fails on a
+full disk says which ``train_state.pt`` is intact.
+
 Library code only: progress is reported through a ``TrainProgress`` object;
 the CLI renders it.
 """
@@ -17,10 +23,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
@@ -28,14 +35,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustcam.checkpoint import load_checkpoint, save_checkpoint
+from robustcam.checkpoint.messages import shape_problems
+from robustcam.checkpoint.reading import load_weights_only
 from robustcam.config import TrainConfig, config_to_dict, dump_yaml
-from robustcam.data import ImageDataset, load_dataset
+from robustcam.data import DatasetInfo, ImageDataset, load_dataset
 from robustcam.data.batches import iterate_batches, num_batches
 from robustcam.errors import NonFiniteLossError, RobustcamError
-from robustcam.io import atomic_torch_save, atomic_write_text
+from robustcam.io import (
+    RETRY_HINT,
+    CorruptFileError,
+    StorageError,
+    atomic_torch_save,
+    atomic_write_text,
+    directory_lock,
+    read_csv_table,
+    read_json_object,
+    require_fields,
+)
+from robustcam.layout import CONFIG_FILE, MODEL_FILE, RUN_COMPLETE, TRAIN_LOG_FILE, TRAIN_STATE_FILE
 from robustcam.layout import config_digest as layout_digest
 from robustcam.losses import Loss, LossResult, build_loss
 from robustcam.models import CAMClassifier, ModelOutput, build_model
+from robustcam.noise import NoiseSpec
 from robustcam.runtime import (
     autocast,
     derived_generator,
@@ -47,11 +68,10 @@ from robustcam.runtime import (
     set_deterministic,
 )
 
-CONFIG_FILE = "config.yaml"
-LOG_FILE = "train_log.csv"
-MODEL_FILE = "model.pt"
-STATE_FILE = "train_state.pt"
-COMPLETE_FILE = "complete.json"
+# the run directory's names (robustcam.layout) under the names this module has always used
+LOG_FILE = TRAIN_LOG_FILE
+STATE_FILE = TRAIN_STATE_FILE
+COMPLETE_FILE = RUN_COMPLETE
 
 _FLIP_DATASETS = ("cifar10", "cifar100", "imagefolder")
 # train_log.csv columns that are not loss parts
@@ -237,17 +257,135 @@ def _write_log(out_dir: Path, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return log
 
 
+# --------------------------------------------------------------------------- reading a run back
+
+_MARKER_FIELDS: dict[str, type | tuple[type, ...]] = {"config_digest": str, "epochs": int, "metrics": dict}
+_MARKER_METRICS: dict[str, type | tuple[type, ...]] = {"test_acc": (int, float), "train_acc": (int, float)}
+_STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "config_digest": str,
+    "epoch": int,
+    "train_time_s": (int, float),
+    "model": Mapping,
+    "optimizer": Mapping,
+    "scaler": Mapping,
+}
+_LOG_REQUIRED = ("epoch", "loss", "train_acc", "test_acc", "test_loss")
+
+
+def read_run_marker(out_dir: Path) -> dict[str, Any]:
+    """``complete.json`` of a finished run, checked: a config digest, the epochs and the metrics."""
+    marker = out_dir / COMPLETE_FILE
+    recover = f"delete {marker} to train this run again, or choose another --out"
+    info = read_json_object(marker, recover=recover)
+    require_fields(marker, info, _MARKER_FIELDS, recover=recover)
+    require_fields(marker, info["metrics"], _MARKER_METRICS, recover=recover)
+    return info
+
+
+def _restart_hint(state_path: Path) -> str:
+    return f"delete {state_path} to start this run over (its finished epochs are lost), or choose another --out"
+
+
+def read_train_state(state_path: Path, *, digest: str, epochs: int, device: torch.device) -> dict[str, Any]:
+    """``train_state.pt``, read weights-only and checked: a dict with every field, written for
+    this config (``digest``) after an epoch in [0, ``epochs``]. Never runs code from the file."""
+    recover = _restart_hint(state_path)
+    state = load_weights_only(
+        state_path, map_location=device, kind="training state", recover=recover, error=CorruptFileError
+    )
+    if not isinstance(state, Mapping):
+        raise CorruptFileError(f"training state {state_path} holds a {type(state).__name__}, not a dict; {recover}")
+    require_fields(state_path, state, _STATE_FIELDS, recover=recover)
+    if state["config_digest"] != digest:
+        raise RobustcamError(
+            f"{state_path.parent} holds an unfinished run with a different config; "
+            f"choose another --out or delete {state_path}"
+        )
+    if not 0 <= state["epoch"] <= epochs or not math.isfinite(state["train_time_s"]):
+        raise CorruptFileError(
+            f"training state {state_path} is at epoch {state['epoch']} of {epochs} after "
+            f"{state['train_time_s']} s; {recover}"
+        )
+    return dict(state)
+
+
+def restore_train_state(
+    state: Mapping[str, Any],
+    state_path: Path,
+    model: CAMClassifier,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """Load a checked state into the model, optimizer and scaler; a state that does not fit them
+    (another architecture, other shapes) is a one-line ``CorruptFileError``."""
+    recover = _restart_hint(state_path)
+    weights = state["model"]
+    found = {str(key): tuple(value.shape) for key, value in weights.items() if isinstance(value, Tensor)}
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = shape_problems(found, expected, source="file", target="model")
+    if problems or len(found) != len(weights):
+        what = problems or "entries that are not tensors"
+        raise CorruptFileError(f"training state {state_path} does not fit this run's model ({what}); {recover}")
+    model.load_state_dict(weights)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as error:
+        raise CorruptFileError(
+            f"training state {state_path} has an optimizer state that does not fit this run "
+            f"({' '.join(str(error).split())[:120]}); {recover}"
+        ) from None
+    for parameter, slots in optimizer.state.items():
+        if any(isinstance(v, Tensor) and v.ndim > 0 and v.shape != parameter.shape for v in slots.values()):
+            raise CorruptFileError(
+                f"training state {state_path} has optimizer slots of other shapes than the "
+                f"model's parameters; {recover}"
+            )
+
+
+def read_resumed_log(out_dir: Path, start_epoch: int) -> list[dict[str, Any]]:
+    """The ``train_log.csv`` rows of the ``start_epoch`` epochs a training state says are done."""
+    log_path, state_path = out_dir / LOG_FILE, out_dir / STATE_FILE
+    recover = f"delete {state_path} and {log_path} to start this run over, or choose another --out"
+    if not log_path.is_file():
+        raise CorruptFileError(f"{log_path} is missing, but {state_path} says {start_epoch} epochs are done; {recover}")
+    log = read_csv_table(log_path, recover=recover, required=_LOG_REQUIRED, kind="train_log.csv")
+    if log["epoch"].tolist()[:start_epoch] != list(range(1, start_epoch + 1)):
+        raise CorruptFileError(
+            f"{log_path} does not list the epochs 1..{start_epoch} that {state_path} says are done; {recover}"
+        )
+    rows: list[dict[str, Any]] = log.to_dict("records")[:start_epoch]
+    return rows
+
+
 def load_completed_run(out_dir: Path, digest: str | None = None) -> TrainResult | None:
     """The finished run in ``out_dir``, or None if there is none (or it was trained from another config)."""
     marker = out_dir / COMPLETE_FILE
     if not marker.is_file() or not (out_dir / MODEL_FILE).is_file():
         return None
-    info = json.loads(marker.read_text())
-    if digest is not None and info.get("config_digest") != digest:
+    info = read_run_marker(out_dir)
+    if digest is not None and info["config_digest"] != digest:
         return None
-    model, meta = load_checkpoint(out_dir / MODEL_FILE)
-    log = pd.read_csv(out_dir / LOG_FILE) if (out_dir / LOG_FILE).is_file() else pd.DataFrame()
+    model, meta = load_checkpoint(out_dir / MODEL_FILE, factory_from_meta=True)  # a run of the user's config
+    log_path = out_dir / LOG_FILE
+    recover = f"restore it, or delete {marker} to train this run again"
+    log = read_csv_table(log_path, recover=recover, kind="train_log.csv") if log_path.is_file() else pd.DataFrame()
     return TrainResult(model, meta, log, out_dir, resumed_from_epoch=int(meta.get("epochs", 0)))
+
+
+@contextmanager
+def _keeping(kept: str) -> Iterator[None]:
+    """A ``StorageError`` inside says ``kept`` about what is intact and how to go on."""
+    try:
+        yield
+    except StorageError as error:
+        raise error.keeping(kept) from error
+
+
+def _kept_after(epochs_saved: int) -> str:
+    if epochs_saved == 0:
+        return f"no finished epoch was saved yet; {RETRY_HINT}"
+    return f"{STATE_FILE} of epoch {epochs_saved} is intact; free space and run the same command to resume from it"
 
 
 def train(
@@ -271,12 +409,144 @@ def train(
             return a finished one without training. With ``resume=False`` an existing
             run in ``out_dir`` is an error.
         progress: receives start/step/epoch events.
+
+    Raises:
+        DirectoryBusyError: another live process is writing ``out_dir``.
+        CorruptFileError: a file of the run cannot be read back (the message says how to recover).
+        StorageError: a file could not be written; the message says which epoch is kept.
     """
-    progress = progress or TrainProgress()
     out = Path(out_dir)
+    # held for the whole run, the checks of what is already there included: another process
+    # could finish or start this run between a check and the first write
+    with directory_lock(out, what="run directory", hint="wait for it to finish, or choose another --out"):
+        return _train(
+            config,
+            out,
+            train_labels=train_labels,
+            extra_meta=extra_meta,
+            resume=resume,
+            progress=progress or TrainProgress(),
+        )
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The splits a run trains and tests on, the training split with its label noise applied."""
+
+    train_set: ImageDataset
+    test_set: ImageDataset
+    info: DatasetInfo  # of the training split as loaded, before any label override
+    flipped: Tensor | None  # which training labels the config's noise changed; None without it
+    noise_meta: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class _Trainer:
+    """Everything an epoch needs: the data, the model and what optimises it."""
+
+    config: TrainConfig
+    data: _TrainingData
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    model: CAMClassifier
+    loss_fn: Loss
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    scaler: torch.amp.GradScaler
+    augment: str
+    steps_per_epoch: int
+    drop_last: bool
+
+
+@dataclass
+class _RunSoFar:
+    """The finished epochs of a run: their ``train_log.csv`` rows and their summed time."""
+
+    rows: list[dict[str, Any]]
+    start_epoch: int  # epochs that were finished before this call
+    train_time: float
+
+
+@dataclass
+class _EpochSums:
+    """Running sums over one epoch's steps, kept on the device: no host sync per step."""
+
+    totals: dict[str, Tensor]
+    bad: Tensor  # some step's loss was NaN/inf
+    correct: Tensor
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _EpochSums:
+        return cls({}, torch.zeros((), dtype=torch.bool, device=device), torch.zeros((), device=device))
+
+    def add(self, output: ModelOutput, result: LossResult, labels: Tensor) -> None:
+        n = len(labels)
+        self.seen += n
+        self.bad |= ~torch.isfinite(result.total.detach())
+        self.totals["loss"] = self.totals.get("loss", 0) + result.total.detach() * n
+        for name, value in result.parts.items():
+            self.totals[name] = self.totals.get(name, 0) + value * n
+        self.correct += (output.logits.detach().argmax(1) == labels).sum()
+
+    def check_finite(self, *, epoch: int, step: int) -> None:
+        """Stop with ``NonFiniteLossError`` if a loss so far was NaN/inf (one host sync)."""
+        if bool(self.bad):
+            parts = ", ".join(f"{k}={float(v) / self.seen:.4g}" for k, v in self.totals.items())
+            raise NonFiniteLossError(
+                f"loss became NaN/inf in epoch {epoch + 1} by step {step + 1} ({parts}); "
+                "lower the learning rate (optimizer.lr) or the loss weight"
+            )
+
+
+class _Evaluation(NamedTuple):
+    test_acc: float
+    test_loss: float
+    memorization: float | None  # None without config noise
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    *,
+    train_labels: Tensor | Sequence[int] | None,
+    extra_meta: dict[str, Any] | None,
+    resume: bool,
+    progress: TrainProgress,
+) -> TrainResult:
+    """``train`` under the run directory's lock."""
     labels = torch.as_tensor(train_labels, dtype=torch.long) if train_labels is not None else None
     digest = config_digest(config, labels)
+    if (done := _existing_run(out, digest, resume=resume)) is not None:
+        return done
 
+    device = resolve_device(config.device)
+    amp_dtype = resolve_amp(config.amp, device)
+    set_deterministic(config.deterministic)
+    seed_everything(config.seed)
+    trainer = _build_trainer(config, _load_training_data(config, labels), device, amp_dtype)
+    so_far = _resume_or_start(trainer, out, digest, resume=resume)
+
+    progress.on_start(
+        epochs=config.epochs,
+        start_epoch=so_far.start_epoch,
+        steps_per_epoch=trainer.steps_per_epoch,
+        device=str(device),
+    )
+    for epoch in range(so_far.start_epoch, config.epochs):
+        row = _run_epoch(trainer, epoch, so_far, progress)
+        _save_epoch(trainer, out, digest, epoch, so_far.rows, so_far.train_time)
+        progress.on_epoch_end(row)
+
+    meta = _run_meta(trainer, digest, so_far, extra_meta)
+    log = _write_finished_run(out, trainer.model, meta, so_far.rows, digest=digest, epochs=config.epochs)
+    (out / STATE_FILE).unlink(missing_ok=True)
+    return TrainResult(trainer.model.eval(), meta, log, out, resumed_from_epoch=so_far.start_epoch)
+
+
+def _existing_run(out: Path, digest: str, *, resume: bool) -> TrainResult | None:
+    """The finished run in ``out`` to return without training, or None to train; an error where
+    ``out`` holds a run this call must not touch."""
     existing = (out / COMPLETE_FILE).exists() or (out / STATE_FILE).exists()
     if existing and not resume:
         raise RobustcamError(f"{out} already holds a run; choose another --out or resume it")
@@ -284,12 +554,11 @@ def train(
         return done
     if (out / COMPLETE_FILE).exists():
         raise RobustcamError(f"{out} holds a finished run with a different config; choose another --out")
+    return None
 
-    device = resolve_device(config.device)
-    amp_dtype = resolve_amp(config.amp, device)
-    set_deterministic(config.deterministic)
-    seed_everything(config.seed)
 
+def _load_training_data(config: TrainConfig, labels: Tensor | None) -> _TrainingData:
+    """Both splits; the training split gets the config's label noise or the ``labels`` override."""
     data_root = config.data.root
     train_set = load_dataset(
         config.data.name, "train", root=data_root, download=config.data.download, **config.data.options
@@ -302,16 +571,31 @@ def train(
     if spec is not None:
         if labels is not None:
             raise ValueError("give label noise either in the config (noise:) or as train_labels, not both")
-        noise_seed = config.noise.seed if config.noise.seed is not None else config.seed
-        coarse = train_set.fine_to_coarse() if hasattr(train_set, "fine_to_coarse") else None
-        noisy = spec.apply(
-            train_set.targets, num_classes=info.num_classes, dataset=info.name, coarse_labels=coarse, seed=noise_seed
-        )
-        labels, flipped = noisy.labels, noisy.flipped
-        noise_meta = {**spec.to_dict(), "seed": noise_seed, "realized_rate": noisy.realized_rate}
+        labels, flipped, noise_meta = _noisy_labels(config, spec, train_set)
     if labels is not None:
         train_set = train_set.with_targets(labels)
+    return _TrainingData(train_set, test_set, info, flipped, noise_meta)
 
+
+def _noisy_labels(
+    config: TrainConfig, spec: NoiseSpec, train_set: ImageDataset
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The noisy training labels, which of them were flipped, and the noise's checkpoint meta."""
+    info = train_set.info
+    noise_seed = config.noise.seed if config.noise.seed is not None else config.seed
+    coarse = train_set.fine_to_coarse() if hasattr(train_set, "fine_to_coarse") else None
+    noisy = spec.apply(
+        train_set.targets, num_classes=info.num_classes, dataset=info.name, coarse_labels=coarse, seed=noise_seed
+    )
+    noise_meta = {**spec.to_dict(), "seed": noise_seed, "realized_rate": noisy.realized_rate}
+    return noisy.labels, noisy.flipped, noise_meta
+
+
+def _build_trainer(
+    config: TrainConfig, data: _TrainingData, device: torch.device, amp_dtype: torch.dtype | None
+) -> _Trainer:
+    """The loss, the freshly initialised model on ``device``, its optimizer and the step plan."""
+    info = data.info
     loss_fn: Loss = build_loss(config.loss.name, **config.loss.params())
     loss_fn.check_num_classes(info.num_classes)
     torch.manual_seed(config.seed)  # model initialisation depends on the seed only
@@ -323,144 +607,209 @@ def train(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     augment = resolve_augment(config.augment, info.name)
-    steps_per_epoch = num_batches(len(train_set), config.batch_size, drop_last=len(train_set) > config.batch_size)
-    drop_last = len(train_set) > config.batch_size
+    size = len(data.train_set)
+    steps_per_epoch = num_batches(size, config.batch_size, drop_last=size > config.batch_size)
+    drop_last = size > config.batch_size
+    return _Trainer(
+        config,
+        data,
+        device,
+        amp_dtype,
+        model,
+        loss_fn,
+        optimizer,
+        base_lrs,
+        scaler,
+        augment,
+        steps_per_epoch,
+        drop_last,
+    )
 
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    start_epoch = 0
-    train_time = 0.0
+
+def _resume_or_start(trainer: _Trainer, out: Path, digest: str, *, resume: bool) -> _RunSoFar:
+    """Continue from ``train_state.pt`` (model, optimizer, scaler and log restored), or start a
+    fresh run by writing its ``config.yaml``."""
     state_path = out / STATE_FILE
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("config_digest") != digest:
-            raise RobustcamError(
-                f"{out} holds an unfinished run with a different config; choose another --out or delete {state_path}"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        state = read_train_state(state_path, digest=digest, epochs=trainer.config.epochs, device=trainer.device)
+        restore_train_state(state, state_path, trainer.model, trainer.optimizer, trainer.scaler)
         start_epoch = int(state["epoch"])
         train_time = float(state["train_time_s"])
-        rows = pd.read_csv(out / LOG_FILE).to_dict("records")[:start_epoch]
-    else:
-        atomic_write_text(out / CONFIG_FILE, dump_yaml(config_to_dict(config)))
+        return _RunSoFar(read_resumed_log(out, start_epoch), start_epoch, train_time)
+    with _keeping(f"nothing was trained yet; {RETRY_HINT}"):
+        atomic_write_text(out / CONFIG_FILE, dump_yaml(config_to_dict(trainer.config)))
+    return _RunSoFar([], 0, 0.0)
 
-    progress.on_start(
-        epochs=config.epochs, start_epoch=start_epoch, steps_per_epoch=steps_per_epoch, device=str(device)
+
+def _run_epoch(trainer: _Trainer, epoch: int, so_far: _RunSoFar, progress: TrainProgress) -> dict[str, Any]:
+    """Train and test epoch ``epoch`` (0-based); its log row is returned and added to ``so_far``."""
+    started = time.perf_counter()
+    sums = _train_epoch(trainer, epoch, progress)
+    evaluation = _evaluate_epoch(trainer)
+    elapsed = time.perf_counter() - started
+    so_far.train_time += elapsed
+    row = _epoch_row(epoch, trainer.optimizer.param_groups[0]["lr"], sums, evaluation, elapsed)
+    so_far.rows.append(row)
+    return row
+
+
+def _train_epoch(trainer: _Trainer, epoch: int, progress: TrainProgress) -> _EpochSums:
+    """The optimisation steps of one epoch; its order, augmentation and dropout come from (seed, epoch)."""
+    config = trainer.config
+    generator = derived_generator(config.seed, 1, epoch)
+    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))  # dropout etc.
+    order = torch.randperm(len(trainer.data.train_set), generator=generator)
+    trainer.model.train()
+    sums = _EpochSums.zeros(trainer.device)
+    batches = iterate_batches(
+        trainer.data.train_set,
+        config.batch_size,
+        order=order,
+        drop_last=trainer.drop_last,
+        num_workers=config.num_workers,
+        device=trainer.device,
     )
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        generator = derived_generator(config.seed, 1, epoch)
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))  # dropout etc.
-        order = torch.randperm(len(train_set), generator=generator)
-        model.train()
-        totals: dict[str, Tensor] = {}
-        bad = torch.zeros((), dtype=torch.bool, device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        batches = iterate_batches(
-            train_set,
-            config.batch_size,
-            order=order,
-            drop_last=drop_last,
-            num_workers=config.num_workers,
-            device=device,
+    for step, batch in enumerate(batches):
+        _set_learning_rate(trainer, epoch * trainer.steps_per_epoch + step)
+        images = augment_batch(batch.images, trainer.augment, generator)
+        output, result = training_step(
+            trainer.model,
+            trainer.loss_fn,
+            trainer.optimizer,
+            trainer.scaler,
+            images,
+            batch.labels,
+            device=trainer.device,
+            amp_dtype=trainer.amp_dtype,
         )
-        for step, batch in enumerate(batches):
-            global_step = epoch * steps_per_epoch + step
-            factor = lr_factor(config, global_step, steps_per_epoch)
-            for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base_lr * factor
-            images = augment_batch(batch.images, augment, generator)
-            output, result = training_step(
-                model, loss_fn, optimizer, scaler, images, batch.labels, device=device, amp_dtype=amp_dtype
-            )
+        sums.add(output, result, batch.labels)
+        if (step + 1) % _CHECK_FINITE_EVERY == 0 or step + 1 == trainer.steps_per_epoch:
+            sums.check_finite(epoch=epoch, step=step)
+        progress.on_step(epoch=epoch + 1, step=step + 1)
+    return sums
 
-            n = len(batch.labels)
-            seen += n
-            bad |= ~torch.isfinite(result.total.detach())
-            totals["loss"] = totals.get("loss", 0) + result.total.detach() * n
-            for name, value in result.parts.items():
-                totals[name] = totals.get(name, 0) + value * n
-            correct += (output.logits.detach().argmax(1) == batch.labels).sum()
-            check_now = (step + 1) % _CHECK_FINITE_EVERY == 0 or step + 1 == steps_per_epoch
-            if check_now and bool(bad):
-                parts = ", ".join(f"{k}={float(v) / seen:.4g}" for k, v in totals.items())
-                raise NonFiniteLossError(
-                    f"loss became NaN/inf in epoch {epoch + 1} by step {step + 1} ({parts}); "
-                    "lower the learning rate (optimizer.lr) or the loss weight"
-                )
-            progress.on_step(epoch=epoch + 1, step=step + 1)
 
-        test_acc, test_loss = accuracy_and_loss(
-            model, test_set, batch_size=config.eval_batch_size, device=device, amp_dtype=amp_dtype
+def _set_learning_rate(trainer: _Trainer, global_step: int) -> None:
+    factor = lr_factor(trainer.config, global_step, trainer.steps_per_epoch)
+    for group, base_lr in zip(trainer.optimizer.param_groups, trainer.base_lrs):
+        group["lr"] = base_lr * factor
+
+
+def _evaluate_epoch(trainer: _Trainer) -> _Evaluation:
+    """Test accuracy and loss, and the memorisation of the flipped labels where there are any."""
+    config, data = trainer.config, trainer.data
+    test_acc, test_loss = accuracy_and_loss(
+        trainer.model,
+        data.test_set,
+        batch_size=config.eval_batch_size,
+        device=trainer.device,
+        amp_dtype=trainer.amp_dtype,
+    )
+    memorization = (
+        memorization_rate(
+            trainer.model,
+            data.train_set,
+            data.flipped,
+            batch_size=config.eval_batch_size,
+            device=trainer.device,
+            amp_dtype=trainer.amp_dtype,
         )
-        memorization = (
-            memorization_rate(
-                model, train_set, flipped, batch_size=config.eval_batch_size, device=device, amp_dtype=amp_dtype
-            )
-            if flipped is not None
-            else None
-        )
-        elapsed = time.perf_counter() - started
-        train_time += elapsed
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        row.update({name: float(value) / seen for name, value in totals.items()})
-        row.update(
-            {
-                "train_acc": float(correct) / seen,
-                "test_acc": test_acc,
-                "test_loss": test_loss,
-                **({} if memorization is None else {"memorization": memorization}),
-                "epoch_time_s": elapsed,
-                "images_per_s": seen / elapsed,
-            }
-        )
-        rows.append(row)
-        _write_log(out, rows)
-        state = {
-            "config_digest": digest,
-            "epoch": epoch + 1,
-            "train_time_s": train_time,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
+        if data.flipped is not None
+        else None
+    )
+    return _Evaluation(test_acc, test_loss, memorization)
+
+
+def _epoch_row(epoch: int, lr: float, sums: _EpochSums, evaluation: _Evaluation, elapsed: float) -> dict[str, Any]:
+    """The ``train_log.csv`` row of epoch ``epoch`` (0-based)."""
+    seen = sums.seen
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+    row.update({name: float(value) / seen for name, value in sums.totals.items()})
+    row.update(
+        {
+            "train_acc": float(sums.correct) / seen,
+            "test_acc": evaluation.test_acc,
+            "test_loss": evaluation.test_loss,
+            **({} if evaluation.memorization is None else {"memorization": evaluation.memorization}),
+            "epoch_time_s": elapsed,
+            "images_per_s": seen / elapsed,
         }
-        atomic_torch_save(state, state_path)
-        progress.on_epoch_end(row)
+    )
+    return row
 
-    last = rows[-1]
-    meta: dict[str, Any] = {
+
+def _save_epoch(
+    trainer: _Trainer, out: Path, digest: str, epoch: int, rows: Sequence[dict[str, Any]], train_time: float
+) -> None:
+    """``train_log.csv`` and the resumable ``train_state.pt`` after epoch ``epoch`` (0-based)."""
+    state = {
+        "config_digest": digest,
+        "epoch": epoch + 1,
+        "train_time_s": train_time,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+    }
+    # the log first: a state is only ever saved with the log rows it resumes from
+    with _keeping(_kept_after(epoch)):
+        _write_log(out, rows)
+        atomic_torch_save(state, out / STATE_FILE)
+
+
+def _run_meta(trainer: _Trainer, digest: str, so_far: _RunSoFar, extra_meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint's meta: what was trained, how, where, and the last epoch's metrics."""
+    config, info, amp_dtype = trainer.config, trainer.data.info, trainer.amp_dtype
+    return {
         "dataset": info.to_dict(),
         "data": config_to_dict(config.data),
         "input_shape": list(info.input_shape),
         "model_kwargs": dict(config.model.options),
-        "loss": {"name": config.loss.name, **loss_fn.params()},
+        "loss": {"name": config.loss.name, **trainer.loss_fn.params()},
         "seed": config.seed,
         "epochs": config.epochs,
         "config": config_to_dict(config),
         "config_digest": digest,
-        "device": str(device),
+        "device": str(trainer.device),
         "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "none",
-        "metrics": {
-            "test_acc": last["test_acc"],
-            "test_loss": last["test_loss"],
-            "train_acc": last["train_acc"],
-            "train_loss": last["loss"],
-            **({} if "memorization" not in last else {"memorization": last["memorization"]}),
-            "loss_parts": {k: v for k, v in last.items() if k not in LOG_COLUMNS},
-            "train_time_s": train_time,
-        },
+        "metrics": _final_metrics(so_far.rows[-1], so_far.train_time),
         "versions": library_versions(),
-        "noise": noise_meta,
+        "noise": trainer.data.noise_meta,
         **(extra_meta or {}),
     }
-    save_checkpoint(out / MODEL_FILE, model, meta)
-    log = _write_log(out, rows)
-    atomic_write_text(
-        out / COMPLETE_FILE,
-        json.dumps({"config_digest": digest, "epochs": config.epochs, "metrics": meta["metrics"]}, indent=2),
-    )
-    state_path.unlink(missing_ok=True)
-    return TrainResult(model.eval(), meta, log, out, resumed_from_epoch=start_epoch)
+
+
+def _final_metrics(last: Mapping[str, Any], train_time: float) -> dict[str, Any]:
+    """The metrics of a finished run: the last epoch's log row and the total training time."""
+    return {
+        "test_acc": last["test_acc"],
+        "test_loss": last["test_loss"],
+        "train_acc": last["train_acc"],
+        "train_loss": last["loss"],
+        **({} if "memorization" not in last else {"memorization": last["memorization"]}),
+        "loss_parts": {k: v for k, v in last.items() if k not in LOG_COLUMNS},
+        "train_time_s": train_time,
+    }
+
+
+def _write_finished_run(
+    out: Path,
+    model: CAMClassifier,
+    meta: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    *,
+    digest: str,
+    epochs: int,
+) -> pd.DataFrame:
+    """``model.pt``, the final ``train_log.csv`` and, last, ``complete.json``; returns the log."""
+    # a failure here loses no training: the last epoch's state is still there to finish from
+    with _keeping(
+        f"{STATE_FILE} of the last epoch ({epochs}) is intact; free space and run the same "
+        "command to write the checkpoint without training again"
+    ):
+        save_checkpoint(out / MODEL_FILE, model, meta)
+        log = _write_log(out, rows)
+        atomic_write_text(
+            out / COMPLETE_FILE,
+            json.dumps({"config_digest": digest, "epochs": epochs, "metrics": meta["metrics"]}, indent=2),
+        )
+    return log

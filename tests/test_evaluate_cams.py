@@ -20,7 +20,7 @@ from robustcam.cam import (
 )
 from robustcam.data import ImageDataset, TensorImageDataset, load_dataset
 from robustcam.evaluate import EvalResult, evaluate, select_samples, write_eval
-from robustcam.layout import MAXBOXACC_FILE
+from robustcam.layout import EVAL_COMPLETE, MAXBOXACC_FILE
 from robustcam.models import CAMClassifier
 from robustcam.report import load_evaluation, model_table
 
@@ -211,6 +211,7 @@ def test_records_before_protocols_read_as_minmax(scene_eval: tuple[EvalResult, P
         clean_loc_iou=per_sample["clean_loc_iou_minmax"], adv_loc_iou=per_sample["adv_loc_iou_minmax"]
     )
     old.to_csv(tmp_path / "per_sample.csv", index=False)
+    (tmp_path / EVAL_COMPLETE).write_text("{}")  # a finished evaluation of an earlier version
     (now,) = model_table([load_evaluation(out)]).to_dict("records")
     (before,) = model_table([load_evaluation(tmp_path)]).to_dict("records")
     localization = {k for k in before if "loc_" in k or "maxboxacc" in k}

@@ -1,4 +1,5 @@
-"""Sweeps: grid expansion, stable cell ids, resumable cells, exact recovery after SIGKILL, Ray."""
+"""Sweeps: grid expansion, stable cell ids, resumable cells, exact recovery after SIGKILL, Ray, skipping a
+cell another process holds, and reports of the current grid only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,23 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from report.synthetic import make_records, write_folder
 
 import robustcam.sweep
 from robustcam.errors import ConfigError
-from robustcam.sweep import Cell, cell_dir, cell_status, list_executors, load_sweep, run_sweep
+from robustcam.io import directory_lock
+from robustcam.report import load_evaluations, write_report
+from robustcam.sweep import (
+    Cell,
+    CellBusyError,
+    cell_dir,
+    cell_status,
+    list_executors,
+    load_sweep,
+    report_inputs,
+    run_sweep,
+    stale_cell_dirs,
+)
 
 SWEEP: dict[str, Any] = {
     "name": "tiny",
@@ -300,3 +315,62 @@ def test_shipped_dose_configs_are_six_hnc_weights_by_three_seeds(name: str) -> N
     assert len({c.eval.model_dump_json() for c in cells}) == 1
     assert cells[0].eval.attacks == ["fgsm", "pgd", "cw"] and cells[0].eval.eps == ["2/255", "4/255", "8/255"]
     assert cells[0].eval.n == (200 if "digits" in name else 1000)
+
+
+def _fake_done_cell(root: Path, cell: Cell) -> None:
+    """A finished cell without running it: synthetic records and the marker with its id."""
+    folder = cell_dir(root, cell)
+    write_folder(folder / "eval", make_records(), loss=cell.train.loss.name)
+    (folder / "cell.json").write_text(json.dumps({"cell_id": cell.cell_id, "values": cell.values, "row": {}}))
+
+
+def test_a_report_covers_the_current_grid_and_names_stale_and_unfinished_cells(tmp_path: Path) -> None:
+    _, earlier, out = load_sweep(_write(tmp_path, {**SWEEP, "grid": {"seed": [0, 1, 2]}}, name="earlier.yaml"))
+    for cell in earlier:
+        _fake_done_cell(out, cell)
+    _, current, same_out = load_sweep(_write(tmp_path, {**SWEEP, "grid": {"seed": [0, 1, 3]}}))
+    assert same_out == out
+    inputs = report_inputs(out, current)
+    assert inputs.folders == (cell_dir(out, current[0]) / "eval", cell_dir(out, current[1]) / "eval")
+    assert inputs.unfinished == (current[2],)
+    assert inputs.stale == (cell_dir(out, earlier[2]),) and stale_cell_dirs(out, current) == [cell_dir(out, earlier[2])]
+    stale, unfinished = inputs.warnings
+    assert earlier[2].dirname in stale and "no cell of this sweep's grid" in stale
+    assert current[2].dirname in unfinished and "run the sweep again" in unfinished
+    files = write_report(
+        load_evaluations(list(inputs.folders)), tmp_path / "report", warnings=inputs.warnings, bootstrap=0, cv_repeats=1
+    )
+    assert earlier[2].dirname in files.markdown.read_text()
+    assert {e.name for e in files.report.evaluations} == {current[0].dirname, current[1].dirname}
+
+
+def test_a_cell_another_process_holds_is_skipped_and_the_others_run(tmp_path: Path) -> None:
+    _, cells, out = load_sweep(_write(tmp_path, {**SWEEP, "grid": {"loss.name": ["ce", "hnc"]}}))
+    held, release = threading.Event(), threading.Event()
+
+    def hold_first_cell() -> None:  # another thread has its own lock, as another process would
+        with directory_lock(cell_dir(out, cells[0]), what="sweep cell"):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold_first_cell)
+    holder.start()
+    held.wait(60)
+    ran: list[int] = []
+
+    def runner(root: Path, cell: Cell) -> dict[str, Any]:  # what run_cell does first
+        with directory_lock(cell_dir(root, cell), what="sweep cell", busy=CellBusyError):
+            ran.append(cell.index)
+            return {"cell": cell.dirname}
+
+    skipped: list[tuple[int, str]] = []
+    try:
+        run_sweep(out, cells, runner=runner, on_cell_skipped=lambda cell, why: skipped.append((cell.index, why)))
+    finally:
+        release.set()
+        holder.join()
+    assert ran == [1] and [index for index, _ in skipped] == [0]
+    assert (
+        f"sweep cell {cell_dir(out, cells[0])} is in use by another robustcam process (pid {os.getpid()}"
+        in skipped[0][1]
+    )

@@ -42,7 +42,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig,
 
 def test_a_run_directory_holds_model_config_log_and_marker(finished_run: tuple[TrainConfig, Path]) -> None:
     config, out = finished_run
-    assert {p.name for p in out.iterdir()} == {"model.pt", "config.yaml", "train_log.csv", "complete.json"}
+    # and the lock file, which stays (robustcam.io.directory_lock); nothing else, no temporary file
+    assert {p.name for p in out.iterdir()} == {"model.pt", "config.yaml", "train_log.csv", "complete.json", ".lock"}
     log = pd.read_csv(out / "train_log.csv")
     assert log["epoch"].tolist() == [1, 2]
     assert {"loss", "ce", "hnc", "train_acc", "test_acc", "test_loss", "lr", "images_per_s"} <= set(log.columns)

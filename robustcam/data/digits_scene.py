@@ -137,6 +137,45 @@ def render_digit_scenes(
 
     Example: ``render_digit_scenes("test", canvas=48).boxes[0]`` -> ``tensor([x0, y0, x1, y1])``.
     """
+    sizes, intensities = _checked_options(
+        split,
+        canvas=canvas,
+        digit_size=digit_size,
+        distractor_prob=distractor_prob,
+        distractor_intensity=distractor_intensity,
+        seed=seed,
+    )
+    small, labels = digit_images(8)  # the untouched 8x8 originals, scaled to [0, 1]
+    train_idx, test_idx = digits_split(test_fraction, split_seed)
+    pool = train_idx if split == "train" else test_idx
+    pool_labels = labels.numpy()[pool]
+    by_class = {c: pool[pool_labels == c] for c in range(len(DIGIT_CLASS_NAMES))}
+    resized = _ResizedDigits(small)
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+
+    scenes = _SceneArrays.empty(len(pool), canvas)
+    for i, (source, label) in enumerate(zip(pool, pool_labels)):
+        side = int(rng.integers(sizes[0], sizes[1] + 1))
+        pixels, ink = resized(int(source), side)
+        x, y = (int(v) for v in rng.integers(0, canvas - side + 1, size=2))
+        scenes.images[i, y : y + side, x : x + side] = pixels
+        scenes.boxes[i] = ink + np.array([x, y, x, y])
+        if distractor and rng.random() < distractor_prob:
+            _add_distractor(scenes, i, int(label), rng, by_class, resized, sizes=sizes, intensities=intensities)
+    return scenes.to_scenes(pool_labels)
+
+
+def _checked_options(
+    split: str,
+    *,
+    canvas: int,
+    digit_size: int | Sequence[int],
+    distractor_prob: float,
+    distractor_intensity: float | Sequence[float],
+    seed: int,
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    """The checked options of ``render_digit_scenes``: the digit sides and distractor intensities
+    as (low, high) ranges; a bad option is an ``InputError`` (a bad split a ``ValueError``)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(canvas, int) or isinstance(canvas, bool) or canvas < MIN_DIGIT_SIDE:
@@ -154,51 +193,63 @@ def render_digit_scenes(
         raise InputError(f"distractor_intensity must satisfy 0 < low <= high <= 1, got {distractor_intensity!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise InputError(f"seed must be a non-negative int, got {seed!r}")
+    return (int(size_low), int(size_high)), (intensity_low, intensity_high)
 
-    small, labels = digit_images(8)  # the untouched 8x8 originals, scaled to [0, 1]
-    train_idx, test_idx = digits_split(test_fraction, split_seed)
-    pool = train_idx if split == "train" else test_idx
-    pool_labels = labels.numpy()[pool]
-    by_class = {c: pool[pool_labels == c] for c in range(len(DIGIT_CLASS_NAMES))}
-    resized = _ResizedDigits(small)
-    rng = np.random.default_rng([seed, SPLITS.index(split)])
 
-    count = len(pool)
-    images = np.zeros((count, canvas, canvas), dtype=np.float32)
-    boxes = np.zeros((count, 4), dtype=np.float32)
-    distractor_classes = np.full(count, -1, dtype=np.int64)
-    distractor_boxes = np.full((count, 4), -1.0, dtype=np.float32)
-    low, high = int(size_low), int(size_high)
-    for i, (source, label) in enumerate(zip(pool, pool_labels)):
-        side = int(rng.integers(low, high + 1))
-        pixels, ink = resized(int(source), side)
-        x, y = (int(v) for v in rng.integers(0, canvas - side + 1, size=2))
-        images[i, y : y + side, x : x + side] = pixels
-        boxes[i] = ink + np.array([x, y, x, y])
+class _SceneArrays(NamedTuple):
+    """The arrays of ``DigitScenes`` while they are drawn into (see there)."""
 
-        if not distractor or rng.random() >= distractor_prob:
-            continue
-        other_classes = [c for c in by_class if c != label and len(by_class[c])]
-        if not other_classes:
-            continue
-        other = int(rng.choice(other_classes))
-        other_source = int(rng.choice(by_class[other]))
-        other_side = int(rng.integers(low, high + 1))
-        other_pixels, other_ink = resized(other_source, other_side)
-        intensity = rng.uniform(intensity_low, intensity_high)
-        ox, oy = _least_overlap_position(rng, canvas, other_side, other_ink, boxes[i])
-        region = images[i, oy : oy + other_side, ox : ox + other_side]
-        np.maximum(region, intensity * other_pixels, out=region)
-        distractor_classes[i] = other
-        distractor_boxes[i] = other_ink + np.array([ox, oy, ox, oy])
+    images: np.ndarray
+    boxes: np.ndarray
+    distractor_classes: np.ndarray
+    distractor_boxes: np.ndarray
 
-    return DigitScenes(
-        torch.from_numpy(images).unsqueeze(1),
-        torch.from_numpy(pool_labels.astype(np.int64)),
-        torch.from_numpy(boxes),
-        torch.from_numpy(distractor_classes),
-        torch.from_numpy(distractor_boxes),
-    )
+    @classmethod
+    def empty(cls, count: int, canvas: int) -> _SceneArrays:
+        return cls(
+            np.zeros((count, canvas, canvas), dtype=np.float32),
+            np.zeros((count, 4), dtype=np.float32),
+            np.full(count, -1, dtype=np.int64),
+            np.full((count, 4), -1.0, dtype=np.float32),
+        )
+
+    def to_scenes(self, labels: np.ndarray) -> DigitScenes:
+        return DigitScenes(
+            torch.from_numpy(self.images).unsqueeze(1),
+            torch.from_numpy(labels.astype(np.int64)),
+            torch.from_numpy(self.boxes),
+            torch.from_numpy(self.distractor_classes),
+            torch.from_numpy(self.distractor_boxes),
+        )
+
+
+def _add_distractor(
+    scenes: _SceneArrays,
+    i: int,
+    label: int,
+    rng: np.random.Generator,
+    by_class: dict[int, np.ndarray],
+    resized: _ResizedDigits,
+    *,
+    sizes: tuple[int, int],
+    intensities: tuple[float, float],
+) -> None:
+    """Draw a faint digit of another class than ``label`` into scene ``i``, where it overlaps the
+    true digit's box least; nothing where the split has no other class."""
+    other_classes = [c for c in by_class if c != label and len(by_class[c])]
+    if not other_classes:
+        return
+    other = int(rng.choice(other_classes))
+    other_source = int(rng.choice(by_class[other]))
+    other_side = int(rng.integers(sizes[0], sizes[1] + 1))
+    other_pixels, other_ink = resized(other_source, other_side)
+    intensity = rng.uniform(intensities[0], intensities[1])
+    canvas = scenes.images.shape[1]
+    ox, oy = _least_overlap_position(rng, canvas, other_side, other_ink, scenes.boxes[i])
+    region = scenes.images[i, oy : oy + other_side, ox : ox + other_side]
+    np.maximum(region, intensity * other_pixels, out=region)
+    scenes.distractor_classes[i] = other
+    scenes.distractor_boxes[i] = other_ink + np.array([ox, oy, ox, oy])
 
 
 @lru_cache(maxsize=8)

@@ -43,8 +43,8 @@ from robustcam.noise.transition import (
 
 __all__ = [
     "CIFAR10N_KEYS",
-    "CIFAR100N_KEYS",
     "CIFAR10_CLASSES",
+    "CIFAR100N_KEYS",
     "CLASS_MAPS",
     "CONVENTIONS",
     "NOISE_KINDS",

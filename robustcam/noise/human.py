@@ -124,7 +124,7 @@ def _weights_only_reason(message: str) -> str:
 def _refusal(file: Path, message: str) -> str:
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(file)
-    except Exception:  # not a zip checkpoint, or unreadable: fall back to torch's message
+    except Exception:  # noqa: BLE001  (not a zip checkpoint, or unreadable: fall back to torch's message)
         found = []
     allowed_names = {
         entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"

@@ -136,7 +136,7 @@ def largest_remainder_counts(total: int, weights: np.ndarray, generator: np.rand
 
 def flip_count(rate: float, size: int) -> int:
     """``round(rate * size)``, rounding half up (float noise of 1e-9 tolerated)."""
-    return min(size, int(math.floor(rate * size + 0.5 + 1e-9)))
+    return min(size, math.floor(rate * size + 0.5 + 1e-9))
 
 
 def sample_exact(true: np.ndarray, matrix: np.ndarray, *, seed: int) -> np.ndarray:

@@ -299,6 +299,20 @@ def validate_transition_matrix(
     ``source``: square, size ``num_classes``, finite, non-negative, every row
     summing to 1 within ``tolerance``. Rows are then renormalised to sum to 1 exactly.
     """
+    array = _as_float_array(matrix, source=source, error=error)
+    _check_shape(array, num_classes=num_classes, source=source, error=error)
+    _check_entries(array, source=source, error=error)
+    sums = array.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > tolerance)
+    if off.size:
+        row = int(off[0])
+        raise error(f"{source}: row {row} sums to {sums[row]:.6g}, rows must sum to 1 (within {tolerance:g})")
+    return array / sums[:, None]
+
+
+def _as_float_array(matrix: object, *, source: str, error: type[ValueError]) -> np.ndarray:
+    """``matrix`` (a tensor, an array or nested lists) as a float64 array; a ragged list of rows
+    is refused here, before numpy's own message about it."""
     if isinstance(matrix, Tensor):
         matrix = matrix.detach().cpu().numpy()
     if isinstance(matrix, list):
@@ -308,13 +322,20 @@ def validate_transition_matrix(
             if len(row) != len(matrix):
                 raise error(f"{source}: not square: {len(matrix)} rows but row {index} has {len(row)} entries")
     try:
-        array = np.asarray(matrix, dtype=np.float64)
+        return np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise error(f"{source}: entries must be numbers ({one_line(exc)})") from None
+
+
+def _check_shape(array: np.ndarray, *, num_classes: int, source: str, error: type[ValueError]) -> None:
     if array.ndim != 2 or array.shape[0] != array.shape[1]:
         raise error(f"{source}: not square: shape {tuple(array.shape)}, expected ({num_classes}, {num_classes})")
     if array.shape[0] != num_classes:
         raise error(f"{source}: {array.shape[0]}x{array.shape[0]} but there are {num_classes} classes")
+
+
+def _check_entries(array: np.ndarray, *, source: str, error: type[ValueError]) -> None:
+    """Every entry finite, then every entry non-negative; the first offender is named."""
     nonfinite = np.argwhere(~np.isfinite(array))
     if nonfinite.size:
         i, j = (int(v) for v in nonfinite[0])
@@ -323,12 +344,6 @@ def validate_transition_matrix(
     if negative.size:
         i, j = (int(v) for v in negative[0])
         raise error(f"{source}: entry [{i}, {j}] is {array[i, j]:g}, entries must be >= 0")
-    sums = array.sum(axis=1)
-    off = np.flatnonzero(np.abs(sums - 1.0) > tolerance)
-    if off.size:
-        row = int(off[0])
-        raise error(f"{source}: row {row} sums to {sums[row]:.6g}, rows must sum to 1 (within {tolerance:g})")
-    return array / sums[:, None]
 
 
 def load_transition_matrix(path: str | Path | None, *, num_classes: int) -> np.ndarray:

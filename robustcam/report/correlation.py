@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from robustcam.errors import RobustcamError
+from robustcam.errors import InputError, RobustcamError
 from robustcam.report.tables import WORST, headline_target, robustness_columns, statistic_columns
 
 MIN_CHECKPOINTS = 4
@@ -338,7 +338,7 @@ def model_correlations(
     targets = list(targets) if targets is not None else robustness_columns(table)
     for column in [*statistics, *targets]:
         if column not in table.columns:
-            raise ValueError(f"column {column!r} is not in the model table; valid: {', '.join(table.columns)}")
+            raise InputError(f"column {column!r} is not in the model table; valid: {', '.join(table.columns)}")
     declared = list(primary) if primary is not None else default_primary(table)
     pairs = [*declared, *((s, t) for s in statistics for t in targets if (s, t) not in declared)]
     rows = []

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustcam.io import atomic_write_text
+from robustcam.io import atomic_write_text, make_dir
 from robustcam.report.correlation import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
@@ -600,19 +600,20 @@ def write_report(
     bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     cv_repeats: int = REPEATS,
+    warnings: Sequence[str] = (),
 ) -> ReportFiles:
     """Write models.csv, configurations.csv, correlations.csv, samples_auroc.csv,
     samples_incremental.csv, the PNG figures and report.md.
 
     ``evaluations`` may be a built ``Report``. A figure that cannot be drawn (e.g. a broken
-    ``examples.pt``) becomes a warning in the report, not an error.
+    ``examples.pt``) becomes a warning in the report, not an error. ``warnings`` are the
+    caller's own, shown first (a sweep's stale cells).
     """
     if isinstance(evaluations, Report):
         report = evaluations
     else:
         report = build_report(evaluations, primary=primary, bootstrap=bootstrap, seed=seed, cv_repeats=cv_repeats)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(Path(out_dir))
     frames = {
         "models": (MODELS_FILE, report.models),
         "configurations": (CONFIGURATIONS_FILE, report.configurations),
@@ -625,8 +626,8 @@ def write_report(
         atomic_write_text(out / DOSE_SUMMARY_FILE, report.dose.summary.to_csv(index=False))
         atomic_write_text(out / DOSE_TREND_FILE, report.dose.trend.to_csv(index=False))
     figures, problems = _write_figures(report, out)
-    if problems:
-        report = dataclasses.replace(report, warnings=(*report.warnings, *problems))
+    if problems or warnings:
+        report = dataclasses.replace(report, warnings=(*warnings, *report.warnings, *problems))
     markdown = atomic_write_text(out / MARKDOWN_FILE, _markdown(report, figures) + "\n")
     return ReportFiles(report=report, out_dir=out, markdown=markdown, figures=tuple(figures.values()), **tables)
 

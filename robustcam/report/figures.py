@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robustcam.attacks import format_eps
+from robustcam.checkpoint.reading import load_weights_only
+from robustcam.io import CorruptFileError, atomic_write
 from robustcam.report.tables import WORST, Setting, describe_column
 
 DPI = 120
@@ -29,11 +32,11 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
+    """Write the figure atomically (a full disk is one ``StorageError`` line, no half PNG)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(target, dpi=DPI)
-    return target
+    file_format = target.suffix.lstrip(".") or "png"
+    return atomic_write(target, lambda handle: figure.savefig(handle, dpi=DPI, format=file_format))
 
 
 def _colors(count: int) -> list[Any]:
@@ -134,7 +137,8 @@ def plot_statistic_scatter(
     if correlation is not None and np.isfinite(correlation.get("spearman_rho", math.nan)):
         title += (
             f"\nSpearman rho = {correlation['spearman_rho']:.2f}, {correlation['p_method'].replace('_', ' ')} "
-            f"permutation p = {correlation['spearman_p']:.3g}, q = {correlation['q_family']:.3g}, n = {correlation['n']}"
+            f"permutation p = {correlation['spearman_p']:.3g}, q = {correlation['q_family']:.3g}, "
+            f"n = {correlation['n']}"
         )
         if np.isfinite(correlation.get("spearman_ci_low", math.nan)):
             title += f", BCa 95% CI [{correlation['spearman_ci_low']:.2f}, {correlation['spearman_ci_high']:.2f}]"
@@ -196,6 +200,77 @@ def _top_negative(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
+EXAMPLES_RECOVER = "delete it (the report then draws no CAM grid for it) or run the evaluation again"
+
+
+def load_examples(examples: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    """``examples.pt`` (or its dict), read weights-only and checked: ``labels``, ``images``
+    (N, C, H, W) and raw ``cams`` (N, K, h, w) of N >= 1 samples with labels in [0, K), and
+    adversarial entries of the same shape. Anything else is a ``CorruptFileError`` naming the
+    file; nothing in the file is ever run."""
+    if isinstance(examples, Mapping):
+        data: Any = examples
+        where, recover = "examples", "pass a dict as robustcam.evaluate.cam_examples makes it"
+    else:
+        where, recover = f"examples file {examples}", EXAMPLES_RECOVER
+        data = load_weights_only(Path(examples), kind="examples file", recover=recover, error=CorruptFileError)
+    problem = _examples_problem(data)
+    if problem is not None:
+        raise CorruptFileError(f"{where} {problem}; {recover}")
+    return dict(data)
+
+
+def _examples_problem(data: Any) -> str | None:
+    """What is wrong with an examples record, or None."""
+    if not isinstance(data, Mapping):
+        return f"holds a {type(data).__name__}, not a dict of examples"
+    for required in ("labels", "images", "cams"):
+        if required not in data:
+            return f"is missing {required!r} (has {', '.join(map(str, data))})"
+    return _panel_problem("", data) or _samples_problem(data) or _adversarial_problem(data)
+
+
+def _samples_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with the clean samples' labels against their images and CAMs, or None."""
+    labels, cams = data["labels"], data["cams"]
+    if labels.ndim != 1 or labels.is_floating_point() or len(labels) == 0:
+        return "holds no samples" if labels.numel() == 0 else "has labels that are not one integer per sample"
+    if len(data["images"]) != len(labels) or len(cams) != len(labels):
+        return "has labels, images and CAMs of different lengths"
+    if int(labels.min()) < 0 or int(labels.max()) >= cams.shape[1]:
+        return f"has labels outside the {cams.shape[1]} classes of its CAMs"
+    return None
+
+
+def _adversarial_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with the ``adv`` entries (each a panel the size of the clean one), or None."""
+    labels, cams = data["labels"], data["cams"]
+    adv = data.get("adv") or {}
+    if not isinstance(adv, Mapping):
+        return f"has a {type(adv).__name__} as 'adv', not a dict"
+    for key, entry in adv.items():
+        if not isinstance(entry, Mapping) or "images" not in entry or "cams" not in entry:
+            return f"has an adversarial entry {key!r} without images and CAMs"
+        problem = _panel_problem(f"adversarial {key!r} ", entry)
+        if problem is None and (len(entry["images"]) != len(labels) or entry["cams"].shape[1:] != cams.shape[1:]):
+            problem = f"has adversarial {key!r} examples of other sizes than the clean ones"
+        if problem is not None:
+            return problem
+    return None
+
+
+def _panel_problem(what: str, data: Mapping[str, Any]) -> str | None:
+    for key in ("labels", "images", "cams", "clean_pred", "pred"):
+        if key in data and not isinstance(data[key], torch.Tensor):
+            return f"has a {type(data[key]).__name__} as {what}{key!r}, not a tensor"
+    if data["images"].ndim != 4 or data["cams"].ndim != 4:
+        return f"has {what}images or CAMs that are not (N, C, H, W) tensors"
+    for key in ("clean_pred", "pred"):
+        if key in data and data[key].shape != data["images"].shape[:1]:
+            return f"has {what}{key!r} of another length than its images"
+    return None
+
+
 def plot_cam_grid(
     examples: str | Path | dict[str, Any],
     path: str | Path,
@@ -207,14 +282,11 @@ def plot_cam_grid(
     """CAM grid from ``examples.pt``: one row per sample; columns image, true-class CAM and
     top negative CAM (by logit), first for the clean input, then for the adversarial example
     of ``setting`` (or the first stored one). Raw peak values are in the panel titles."""
-    data = torch.load(examples, weights_only=True) if isinstance(examples, (str, Path)) else examples
-    for required in ("labels", "images", "cams"):
-        if required not in data:
-            raise ValueError(f"examples are missing {required!r} (have {', '.join(map(str, data))})")
+    data = load_examples(examples)
     labels = data["labels"].long()
     count = min(max_samples, len(labels))
-    if count == 0:
-        raise ValueError("examples hold no samples")
+    if count < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     clean_pred = data.get("clean_pred", data["cams"].float().mean(dim=(2, 3)).argmax(1)).long()
     adv = data.get("adv") or {}
     key = _adversarial_key(adv, setting)
@@ -277,6 +349,7 @@ def safe_file_name(text: str) -> str:
 
 
 __all__ = [
+    "load_examples",
     "plot_cam_grid",
     "plot_robust_accuracy",
     "plot_statistic_scatter",

@@ -245,7 +245,7 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, covariate: np.ndarray) -> tup
 
 
 def _empty(note: str) -> dict[str, Any]:
-    return {**{c: math.nan for c in RESULT_COLUMNS}, "note": note}
+    return {**dict.fromkeys(RESULT_COLUMNS, math.nan), "note": note}
 
 
 def margin_comparison(

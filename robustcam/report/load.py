@@ -6,11 +6,16 @@ An evaluation folder is what ``robustcam eval`` writes (``robustcam.evaluate.wri
 that holds several of them (a sweep root): every folder below it that contains a
 ``per_sample.csv`` is one evaluation. Nothing is recomputed here; the records are read as
 written.
+
+Only finished evaluations are read: a folder without its completion marker (killed, out of
+disk, or written by ``robustcam eval`` before it wrote markers: nothing tells those apart) is
+refused, naming it and how to finish it. Every file is read as data (CSV, JSON, YAML; the
+path of ``examples.pt`` is kept for the figures), and one that cannot be read is a one-line
+``CorruptFileError`` naming it.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +26,20 @@ import pandas as pd
 import yaml
 
 from robustcam.cam import STAT_NAMES
-from robustcam.layout import MAXBOXACC_FILE
+from robustcam.errors import InputError, RobustcamError
+from robustcam.evaluate.files import MARKER_ROWS, missing_eval_files, read_eval_marker
+from robustcam.io import CorruptFileError, read_csv_table, read_json_object
+from robustcam.layout import (
+    CONFIG_FILE,
+    EVAL_COMPLETE,
+    EXAMPLES_FILE,
+    MAXBOXACC_FILE,
+    PER_SAMPLE_FILE,
+    SUMMARY_FILE,
+    SUMMARY_JSON_FILE,
+)
+from robustcam.layout import EVAL_DIR as EVAL_SUBFOLDER
 
-PER_SAMPLE_FILE = "per_sample.csv"
-SUMMARY_FILE = "summary.csv"
-SUMMARY_JSON_FILE = "summary.json"
-EXAMPLES_FILE = "examples.pt"
-EVAL_SUBFOLDER = "eval"
 REQUIRED_COLUMNS = (
     "index",
     "label",
@@ -47,6 +59,13 @@ REQUIRED_COLUMNS = (
     "margin",
 )
 BOOLEAN_COLUMNS = ("clean_correct", "attacked", "success", "robust", "valid")
+NUMERIC_COLUMNS = ("index", "label", "clean_pred", "eps", "adv_pred", "linf", "l2", "margin")
+SUMMARY_COLUMNS = ("attack", "backend", "norm", "eps", "robust_acc", "clean_acc", "attack_success_rate")
+SUMMARY_NUMERIC = ("eps", "robust_acc", "clean_acc", "attack_success_rate")
+# how to recover from an unreadable or unfinished evaluation; the messages name the folder
+RECOVER = (
+    "run the command that evaluated into it again (robustcam eval, sweep or quickstart) or leave it out of the report"
+)
 UNKNOWN_LOSS = "unknown"
 CLEAN_NOISE = "clean"
 
@@ -107,16 +126,16 @@ def find_evaluation_dirs(path: str | Path) -> list[Path]:
     """
     root = Path(path)
     if not root.exists():
-        raise ValueError(f"{root} does not exist (expected an eval folder, a run directory or a folder of them)")
+        raise InputError(f"{root} does not exist (expected an eval folder, a run directory or a folder of them)")
     if root.is_file():
         if root.name in (PER_SAMPLE_FILE, SUMMARY_FILE, SUMMARY_JSON_FILE):
             return find_evaluation_dirs(root.parent)
-        raise ValueError(f"{root} is a file, not an evaluation: give its folder (one holding {PER_SAMPLE_FILE})")
+        raise InputError(f"{root} is a file, not an evaluation: give its folder (one holding {PER_SAMPLE_FILE})")
     if (root / PER_SAMPLE_FILE).is_file():
         return [root]
     found = sorted({p.parent for p in root.rglob(PER_SAMPLE_FILE) if p.is_file()})
     if not found:
-        raise ValueError(
+        raise InputError(
             f"no evaluation in {root}: looked for {PER_SAMPLE_FILE} in it, in {root / EVAL_SUBFOLDER} "
             "and in every folder below it (run `robustcam eval` first)"
         )
@@ -156,20 +175,37 @@ def noise_text(noise: Any) -> str:
     return str(noise)
 
 
+class UnfinishedEvaluationError(RobustcamError, ValueError):
+    """An evaluation folder without its completion marker, or with fewer files or records than
+    the marker lists."""
+
+
+def _read_run_config(folder: Path) -> dict[str, Any]:
+    """The resolved ``config.yaml`` of the run whose ``eval/`` the folder is ({} for other folders)."""
+    path = folder.parent / CONFIG_FILE
+    if folder.name != EVAL_SUBFOLDER or not path.is_file():
+        return {}
+    recover = "restore it (robustcam train writes it) or delete it: the report then takes the loss from summary.json"
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{path} holds binary data, not YAML; {recover}") from None
+    except yaml.YAMLError as error:
+        raise CorruptFileError(f"{path} is not valid YAML ({' '.join(str(error).split())[:100]}); {recover}") from None
+    except OSError as error:
+        raise CorruptFileError(f"{path} cannot be read ({error.strerror or error}); {recover}") from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path} holds a YAML {type(data).__name__}, not a train config; {recover}")
+    return data
+
+
 def _train_config(info: dict[str, Any], folder: Path) -> dict[str, Any]:
     """The resolved train config of the evaluated checkpoint: from ``summary.json``, else from
     the run's ``config.yaml`` when the folder is ``<run>/eval``; empty when neither says."""
     stored = (info.get("config", {}).get("checkpoint_meta") or {}).get("config")
     if isinstance(stored, dict):
         return stored
-    path = folder.parent / "config.yaml"
-    if folder.name != EVAL_SUBFOLDER or not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return _read_run_config(folder)
 
 
 def _loss_name(info: dict[str, Any], folder: Path) -> str:
@@ -179,26 +215,23 @@ def _loss_name(info: dict[str, Any], folder: Path) -> str:
     if isinstance(loss, str) and loss:
         return loss
     # an eval folder inside a run directory: the run's resolved config names the loss
-    config = folder.parent / "config.yaml"
-    if folder.name == EVAL_SUBFOLDER and config.is_file():
-        try:
-            data = yaml.safe_load(config.read_text())
-        except yaml.YAMLError:
-            return UNKNOWN_LOSS
-        name = (data or {}).get("loss", {}).get("name") if isinstance(data, dict) else None
-        if name:
-            return str(name)
-    return UNKNOWN_LOSS
+    section = _read_run_config(folder).get("loss")
+    name = section.get("name") if isinstance(section, dict) else None
+    return str(name) if name else UNKNOWN_LOSS
 
 
 # --------------------------------------------------------------------------- reading
 
 
+def _numeric(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> None:
+    wrong = [c for c in columns if c in frame.columns and len(frame) and not pd.api.types.is_numeric_dtype(frame[c])]
+    if wrong:
+        raise CorruptFileError(f"{path} has values that are not numbers in the columns {', '.join(wrong)}; {RECOVER}")
+
+
 def _read_per_sample(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} is not a robustcam per_sample.csv: it lacks the columns {', '.join(missing)}")
+    frame = read_csv_table(path, recover=RECOVER, required=REQUIRED_COLUMNS, kind=PER_SAMPLE_FILE)
+    _numeric(frame, NUMERIC_COLUMNS, path)
     for column in BOOLEAN_COLUMNS:
         if frame[column].dtype != bool:
             # an empty file or a column written as 0/1: normalise, "True"/"False" text included
@@ -208,34 +241,67 @@ def _read_per_sample(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _check_finished(folder: Path, per_sample: pd.DataFrame) -> None:
+    """The folder's marker is there, and its files and record count are what the marker lists."""
+    if not (folder / EVAL_COMPLETE).is_file():
+        raise UnfinishedEvaluationError(
+            f"{folder} holds an unfinished evaluation: it has no {EVAL_COMPLETE} (the eval was stopped or ran out "
+            f"of disk, or an older robustcam eval wrote it without markers); {RECOVER}"
+        )
+    marker = read_eval_marker(folder)
+    missing = missing_eval_files(folder, marker)
+    if missing:
+        raise UnfinishedEvaluationError(
+            f"{folder} lacks {', '.join(missing)}, which its {EVAL_COMPLETE} lists; {RECOVER}"
+        )
+    rows = marker.get(MARKER_ROWS)
+    if rows is not None and rows != len(per_sample):
+        raise UnfinishedEvaluationError(
+            f"{folder / PER_SAMPLE_FILE} has {len(per_sample)} records but {EVAL_COMPLETE} says {rows}: the "
+            f"folder mixes two evaluations; {RECOVER}"
+        )
+
+
+def _read_summary_json(path: Path) -> dict[str, Any]:
+    info = read_json_object(path, recover=RECOVER)
+    # the accessors below expect these to be mappings; a hand-edited file may hold null
+    for key in ("config", "meta"):
+        info[key] = info.get(key) if isinstance(info.get(key), dict) else {}
+    if not isinstance(info["config"].get("checkpoint_meta"), dict):
+        info["config"]["checkpoint_meta"] = {}
+    info["flags"] = info.get("flags") if isinstance(info.get("flags"), list) else []
+    return info
+
+
+def _read_optional_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``summary.csv`` and ``maxboxacc_v2.csv`` (empty frames where absent)."""
+    summary, maxboxacc = pd.DataFrame(), pd.DataFrame()
+    if (folder / SUMMARY_FILE).is_file():
+        summary = read_csv_table(folder / SUMMARY_FILE, recover=RECOVER, required=SUMMARY_COLUMNS, kind=SUMMARY_FILE)
+        _numeric(summary, SUMMARY_NUMERIC, folder / SUMMARY_FILE)
+    if (folder / MAXBOXACC_FILE).is_file():
+        maxboxacc = read_csv_table(folder / MAXBOXACC_FILE, recover=RECOVER, kind=MAXBOXACC_FILE)
+    return summary, maxboxacc
+
+
 def load_evaluation(folder: str | Path, *, name: str | None = None) -> Evaluation:
-    """Read one evaluation folder (it must hold ``per_sample.csv``)."""
+    """Read one finished evaluation folder (it must hold ``per_sample.csv`` and its marker).
+
+    Raises:
+        UnfinishedEvaluationError: the folder has no marker, or less than its marker lists.
+        CorruptFileError: one of its files cannot be read (the message names it).
+    """
     folder = Path(folder)
     per_sample_path = folder / PER_SAMPLE_FILE
     if not per_sample_path.is_file():
-        raise ValueError(f"no evaluation in {folder}: {PER_SAMPLE_FILE} is missing")
+        raise InputError(f"no evaluation in {folder}: {PER_SAMPLE_FILE} is missing")
     per_sample = _read_per_sample(per_sample_path)
-    summary_path = folder / SUMMARY_FILE
-    summary = pd.read_csv(summary_path) if summary_path.is_file() else pd.DataFrame()
-    info: dict[str, Any] = {}
+    _check_finished(folder, per_sample)
+    summary, maxboxacc = _read_optional_tables(folder)
     json_path = folder / SUMMARY_JSON_FILE
-    if json_path.is_file():
-        try:
-            loaded = json.loads(json_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{json_path} is not valid JSON: {error}") from None
-        info = loaded if isinstance(loaded, dict) else {}
-    if info:
-        # the accessors below expect these to be mappings; a hand-edited file may hold null
-        for key in ("config", "meta"):
-            info[key] = info.get(key) if isinstance(info.get(key), dict) else {}
-        if not isinstance(info["config"].get("checkpoint_meta"), dict):
-            info["config"]["checkpoint_meta"] = {}
-        info["flags"] = info.get("flags") if isinstance(info.get("flags"), list) else []
+    info = _read_summary_json(json_path) if json_path.is_file() else {}
     meta = info.get("config", {}).get("checkpoint_meta", {})
     examples = folder / EXAMPLES_FILE
-    maxboxacc_path = folder / MAXBOXACC_FILE
-    maxboxacc = pd.read_csv(maxboxacc_path) if maxboxacc_path.is_file() else None
     return Evaluation(
         name=name or evaluation_name(folder),
         path=folder,
@@ -246,7 +312,7 @@ def load_evaluation(folder: str | Path, *, name: str | None = None) -> Evaluatio
         noise=noise_text(meta.get("noise")),
         examples=examples if examples.is_file() else None,
         train_config=_train_config(info, folder),
-        maxboxacc=pd.DataFrame() if maxboxacc is None else maxboxacc,
+        maxboxacc=maxboxacc,
     )
 
 
@@ -272,12 +338,13 @@ def _unique_names(folders: Sequence[Path]) -> list[str]:
 def load_evaluations(paths: str | Path | Iterable[str | Path]) -> list[Evaluation]:
     """Every evaluation at or below ``paths`` (eval folders, run directories, sweep roots).
 
-    Raises ``ValueError`` naming what was looked for when a path holds no evaluation.
-    Names are unique: where two folders would get the same name, the parent's is prepended.
+    Raises ``InputError`` (a ``ValueError``) naming what was looked for when a path holds no
+    evaluation, and the errors of ``load_evaluation`` for a folder that is unfinished or
+    cannot be read. Names are unique: where two folders would get the same name, the parent's is prepended.
     """
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not items:
-        raise ValueError("no paths given: pass eval folders, run directories or a folder that holds them")
+        raise InputError("no paths given: pass eval folders, run directories or a folder that holds them")
     folders: list[Path] = []
     seen: set[Path] = set()
     for item in items:
@@ -292,6 +359,7 @@ def load_evaluations(paths: str | Path | Iterable[str | Path]) -> list[Evaluatio
 
 __all__ = [
     "Evaluation",
+    "UnfinishedEvaluationError",
     "evaluation_name",
     "find_evaluation_dirs",
     "load_evaluation",

@@ -423,7 +423,7 @@ def robustness_columns(table: pd.DataFrame) -> list[str]:
 def headline_target(table: pd.DataFrame) -> str | None:
     """The robustness column a reader looks at first: worst case at the largest Linf eps,
     else worst case at the largest L2 eps, else the first robustness column."""
-    for prefix, norm in ((f"{WORST}@", "Linf"), (f"{WORST}_l2@", "L2")):
+    for prefix in (f"{WORST}@", f"{WORST}_l2@"):
         columns = [c for c in table.columns if c.startswith(prefix) and not c.endswith(SD_SUFFIX)]
         if columns:
             return max(columns, key=lambda c: parse_eps(c.split("@", 1)[1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -258,7 +259,7 @@ def test_human_labels_outside_the_class_range_are_an_error(cifar10n_pt: Path) ->
 )
 def test_human_kind_argument_errors(kwargs: dict[str, object], message: str, cifar10n_pt: Path) -> None:
     arguments: dict[str, object] = {"path": cifar10n_pt, "key": "aggre_label"} | kwargs
-    rate = arguments.pop("rate", None)
+    rate = cast("float | None", arguments.pop("rate", None))
     with pytest.raises(ValueError, match=message):
         corrupt_labels(
             cifar10n_content()["clean_label"],

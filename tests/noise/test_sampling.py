@@ -96,7 +96,7 @@ def test_ties_in_destination_counts_are_not_broken_by_class_index() -> None:
 
 def test_largest_remainder_counts_sum_and_respect_zero_weights() -> None:
     rng = np.random.default_rng(0)
-    for total in range(0, 30):
+    for total in range(30):
         weights = np.array([0.0, 0.2, 0.0, 0.5, 0.3])
         counts = largest_remainder_counts(total, weights, rng)
         assert counts.sum() == total

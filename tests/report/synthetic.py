@@ -128,8 +128,10 @@ def write_folder(
     flags: Sequence[dict[str, str]] = (),
     summary: pd.DataFrame | None = None,
     with_json: bool = True,
+    complete: bool = True,
 ) -> Path:
-    """Write per_sample.csv, summary.csv and summary.json the way ``write_eval`` lays them out."""
+    """Write per_sample.csv, summary.csv and summary.json the way ``write_eval`` lays them out,
+    then (``complete``) the completion marker that lists them."""
     folder.mkdir(parents=True, exist_ok=True)
     per_sample.to_csv(folder / "per_sample.csv", index=False)
     summary = summarize(per_sample) if summary is None else summary
@@ -154,6 +156,9 @@ def write_folder(
     }
     if with_json:
         (folder / "summary.json").write_text(json.dumps(payload, indent=2))
+    if complete:
+        files = ["per_sample.csv", "summary.csv", *(["summary.json"] if with_json else [])]
+        (folder / "complete.json").write_text(json.dumps({"files": files, "rows": len(per_sample)}))
     return folder
 
 

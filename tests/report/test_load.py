@@ -1,4 +1,4 @@
-"""load_evaluations: eval folders, run directories, sweep roots, names, loss and noise, errors."""
+"""load_evaluations: eval folders, run directories, sweep roots, names, loss and noise, errors, markers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from robustcam.report import find_evaluation_dirs, load_evaluations, noise_text
+from robustcam.report.load import UnfinishedEvaluationError
 
 from .synthetic import make_records, write_folder, write_sweep
 
@@ -105,3 +106,20 @@ def test_a_summary_json_with_null_sections_still_loads(tmp_path: Path) -> None:
         [],
         {},
     )
+
+
+def test_an_eval_folder_without_its_marker_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "run" / "eval", make_records(), complete=False)
+    with pytest.raises(UnfinishedEvaluationError) as error:
+        load_evaluations(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{folder} holds an unfinished evaluation: it has no complete.json")
+    assert "run the command that evaluated into it again" in message and "\n" not in message
+    assert isinstance(error.value, ValueError)  # callers that caught ValueError still catch it
+
+
+def test_a_marker_that_evaluate_run_wrote_before_markers_listed_files_is_finished(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "run" / "eval", make_records())
+    (folder / "complete.json").write_text('{"eval_digest": "0123456789abcdef"}')
+    (evaluation,) = load_evaluations(folder)
+    assert evaluation.name == "run"
