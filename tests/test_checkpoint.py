@@ -26,9 +26,9 @@ from robustcam.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from robustcam.checkpoint.adapt import fit_model, resolve_normalization
+from robustcam.checkpoint.adapt import NORMALIZATION_HINT, fit_model, resolve_normalization
 from robustcam.errors import CheckpointError
-from robustcam.models import CAMClassifier, Normalization, build_model, get_spec, list_models
+from robustcam.models import CAMClassifier, Normalization, build_model, get_normalization, get_spec, list_models
 
 SMALL_KWARGS = {"width": 4}
 # Input sizes come from the registry: smallcnn's design size, the smallest resnet18 with 2x2 CAMs.
@@ -129,8 +129,13 @@ def test_round_trip_gives_same_outputs_and_meta(
     assert meta["loss"] == _meta()["loss"] and meta["dataset"] == _meta()["dataset"] and meta["seed"] == 7
     assert meta["noise"] is None and math.isnan(meta["metrics"]["nan_metric"])
     assert "warnings" not in meta
+    assert meta.pop("normalization") == {
+        "name": "mnist", "mean": [0.1307], "std": [0.3081], "source": "checkpoint",
+        "origin": "the checkpoint's mean/std buffers", "change": NORMALIZATION_HINT,
+    }  # fmt: skip
     assert _without_nan(checkpoint_meta(path)) == _without_nan(meta)
     run_meta = load_checkpoint(tmp_path / "run")[1]  # a run directory means its model.pt
+    del run_meta["normalization"]
     assert _without_nan(run_meta) == _without_nan(meta)
     assert capsys.readouterr() == ("", "")  # library code never prints
 
@@ -155,8 +160,9 @@ def test_safetensors_round_trip_with_meta(tmp_path: Path, small_model: CAMClassi
 
 
 def _without_nan(meta: dict[str, Any]) -> dict[str, Any]:
-    # NaN != NaN, so equality checks leave the NaN metric out.
-    return {**meta, "metrics": {k: v for k, v in meta["metrics"].items() if k != "nan_metric"}}
+    # NaN != NaN, so equality checks leave the NaN metric out; the stored meta has no normalization record.
+    kept = {key: value for key, value in meta.items() if key != "normalization"}
+    return {**kept, "metrics": {k: v for k, v in meta["metrics"].items() if k != "nan_metric"}}
 
 
 def test_bare_safetensors_without_meta_needs_arch(tmp_path: Path, small_model: CAMClassifier) -> None:
@@ -339,8 +345,11 @@ def test_torchvision_resnet18_state_dict_gives_the_same_logits(tmp_path: Path, t
     model, meta = load_checkpoint(path, arch="resnet18")  # num_classes read from fc.weight
 
     assert (model.num_classes, model.in_channels, model.head_source) == (10, 3, "fc")
+    # no dataset named: ImageNet's statistics, said in a warning and in the record
     assert meta["mean"] == list(IMAGENET_MEAN) and meta["std"] == list(IMAGENET_STD)
     assert len(meta["warnings"]) == 1 and "ImageNet" in meta["warnings"][0]
+    assert "pass normalization" in meta["warnings"][0]
+    assert (meta["normalization"]["name"], meta["normalization"]["source"]) == ("imagenet", "default")
     x = torch.rand(2, 3, *RESNET_SIZE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(model(x), torchvision_resnet18(model.normalize(x)))
@@ -352,6 +361,7 @@ def test_caller_overrides_assumed_normalisation(tmp_path: Path, torchvision_resn
     model, meta = load_checkpoint(path, arch="resnet18", num_classes=10, mean=[0.5, 0.5, 0.5], std=[0.25] * 3)
     assert meta["mean"] == [0.5] * 3 and "warnings" not in meta
     assert torch.equal(model.std.flatten(), torch.full((3,), 0.25))
+    assert meta["normalization"]["source"] == "given"
 
 
 @pytest.mark.parametrize("wrapper", ["data_parallel", "state_dict", "model", "net_data_parallel"])
@@ -371,14 +381,19 @@ def test_wrapped_state_dicts(tmp_path: Path, small_model: CAMClassifier, images:
     torch.testing.assert_close(model(images), small_model(images), rtol=0, atol=0)
 
 
-def test_bare_state_dict_without_statistics_gets_neutral_ones(tmp_path: Path, small_model: CAMClassifier) -> None:
+def test_bare_state_dict_without_statistics_gets_the_datasets(tmp_path: Path, small_model: CAMClassifier) -> None:
     state = {k: v for k, v in small_model.state_dict().items() if k not in ("mean", "std")}
     path = tmp_path / "weights.pt"
     torch.save(state, path)
-    _, meta = load_checkpoint(path, arch="smallcnn", model_kwargs=SMALL_KWARGS)
+    digits = Normalization("digits", (0.25,), (0.3,), "digits statistics")
+    model, meta = load_checkpoint(path, arch="smallcnn", model_kwargs=SMALL_KWARGS, dataset_statistics=digits)
     assert meta["in_channels"] == 1  # read from the first convolution
-    assert meta["mean"] == [0.5] and meta["std"] == [0.5]
-    assert "assumed neutral" in meta["warnings"][0]
+    assert meta["mean"] == [0.25] and meta["std"] == [0.3] and float(model.mean) == 0.25
+    assert "assumed the evaluated dataset's digits statistics" in meta["warnings"][0]
+    assert meta["normalization"]["source"] == "dataset"
+    # without a dataset, grey-scale inputs get neutral statistics (ImageNet's have three channels)
+    _, meta = load_checkpoint(path, arch="smallcnn", model_kwargs=SMALL_KWARGS)
+    assert (meta["mean"], meta["std"], meta["normalization"]["source"]) == ([0.5], [0.5], "default")
 
 
 def test_torchvision_mobilenet_v3_large_state_dict_maps_its_classifier(tmp_path: Path) -> None:
@@ -408,8 +423,86 @@ def test_assumed_statistics_come_from_the_spec(tmp_path: Path, torchvision_resne
     other = Normalization("other", (0.25, 0.5, 0.75), (0.5,), "other statistics")
     spec = dataclasses.replace(get_spec("resnet18"), normalization=other)
     meta: dict[str, Any] = {}
-    warnings = resolve_normalization(source, spec, fitted, meta, mean=None, std=None)
+    cifar10 = get_normalization("cifar10")
+    warnings = resolve_normalization(source, spec, fitted, meta, dataset=cifar10)  # the architecture's win
     assert meta["mean"] == [0.25, 0.5, 0.75] and meta["std"] == [0.5, 0.5, 0.5]
     assert len(warnings) == 1
-    assert "assumed torchvision's other statistics mean=[0.25, 0.5, 0.75]" in warnings[0]
+    assert "assumed the architecture's other statistics (torchvision layout): mean=[0.25, 0.5, 0.75]" in warnings[0]
     assert torch.equal(fitted.mapped["std"].flatten(), torch.full((3,), 0.5))
+
+
+# --------------------------------------------------------------------------- normalisation (issue 11, part 1)
+
+
+def _as_trained(net: nn.Module, x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """The network as it was trained: the statistics applied outside it."""
+    return net((x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1))
+
+
+def test_a_cifar_normalised_state_dict_with_the_cifar10_preset_gives_the_trained_logits(
+    tmp_path: Path, torchvision_resnet18: nn.Module
+) -> None:
+    path = tmp_path / "cifar_resnet18.pth"
+    torch.save(torchvision_resnet18.state_dict(), path)
+    cifar10 = get_normalization("cifar10")
+    x = torch.rand(8, 3, *RESNET_SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        trained = _as_trained(torchvision_resnet18, x, cifar10.mean, cifar10.std)
+        for kwargs in ({"normalization": "cifar10"}, {"dataset_statistics": cifar10}):
+            model, meta = load_checkpoint(path, arch="resnet18", **kwargs)  # type: ignore[arg-type]
+            assert float((model(x) - trained).abs().max()) < 1e-5, kwargs
+            assert meta["normalization"]["name"] == "cifar10"
+        assert meta["normalization"]["source"] == "dataset" and "dataset's" in meta["warnings"][0]
+        imagenet, _ = load_checkpoint(path, arch="resnet18")  # what the issue saw: ImageNet's without a choice
+        assert float((imagenet(x) - trained).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize(("mean_key", "std_key"), [("mu", "sigma"), ("normalize.mean", "normalize.std")])
+def test_normalisation_buffers_of_the_state_dict_are_used(
+    tmp_path: Path, torchvision_resnet18: nn.Module, mean_key: str, std_key: str
+) -> None:
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.125)
+    state = {**torchvision_resnet18.state_dict(), mean_key: torch.tensor(mean).view(1, 3, 1, 1),
+             std_key: torch.tensor(std).view(3, 1, 1)}  # fmt: skip
+    path = tmp_path / "buffers.pth"
+    torch.save({"state_dict": state}, path)
+    cifar10 = get_normalization("cifar10")
+    model, meta = load_checkpoint(path, arch="resnet18", dataset_statistics=cifar10)  # buffers beat the dataset
+    x = torch.rand(2, 3, *RESNET_SIZE, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _as_trained(torchvision_resnet18, x, mean, std))
+    assert "warnings" not in meta
+    assert meta["normalization"]["source"] == "checkpoint"
+    assert meta["normalization"]["origin"] == f"the checkpoint's {mean_key}/{std_key} buffers"
+
+    _, overridden = load_checkpoint(path, arch="resnet18", normalization="none")
+    assert overridden["mean"] == [0.0] * 3 and overridden["normalization"]["source"] == "given"
+    assert "normalisation overridden by the caller: the checkpoint's" in overridden["warnings"][0]
+
+
+def test_given_statistics_must_fit_the_model(tmp_path: Path, small_model: CAMClassifier) -> None:
+    path = save_checkpoint(tmp_path / "model.pt", small_model, {"model_kwargs": SMALL_KWARGS})
+    message = _error(lambda: load_checkpoint(path, normalization="cifar10"))  # a grey-scale model
+    assert "CIFAR-10 statistics: mean has 3 values" in message and "the model has 1 input channel" in message
+    with pytest.raises(ValueError, match="not both"):
+        load_checkpoint(path, normalization="mnist", mean=[0.5], std=[0.5])
+    model, meta = load_checkpoint(path, normalization=get_normalization("mnist"))
+    assert float(model.mean) == pytest.approx(0.1307) and "warnings" not in meta  # the same as stored
+
+
+def test_folders_and_hugging_face_caches_mean_their_weights(tmp_path: Path, small_model: CAMClassifier) -> None:
+    state = small_model.state_dict()
+    snapshot = tmp_path / "models--me--smallcnn" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
+    (tmp_path / "models--me--smallcnn" / "refs").mkdir()
+    (tmp_path / "models--me--smallcnn" / "refs" / "main").write_text("0123abc\n")
+    bin_folder = tmp_path / "hub_download"
+    bin_folder.mkdir()
+    torch.save(state, bin_folder / "pytorch_model.bin")
+    for folder in (tmp_path / "models--me--smallcnn", snapshot, bin_folder):
+        model, _ = load_checkpoint(folder, arch="smallcnn", model_kwargs=SMALL_KWARGS)
+        assert torch.equal(model.head.weight, small_model.head.weight), folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "without any of model.pt, model.safetensors, pytorch_model.bin" in _error(lambda: load_checkpoint(empty))

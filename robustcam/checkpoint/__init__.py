@@ -27,11 +27,12 @@ from typing import Any
 
 import torch
 
-from robustcam.checkpoint.adapt import fit_model, install, resolve_normalization
+from robustcam.checkpoint.adapt import DatasetStatistics, fit_model, install, resolve_normalization
 from robustcam.checkpoint.format import FORMAT, SAFETENSORS_META_KEY, save_checkpoint
 from robustcam.checkpoint.reading import checkpoint_meta, read_checkpoint, resolve_path
-from robustcam.errors import CheckpointError
-from robustcam.models import MODELS, CAMClassifier, get_spec
+from robustcam.errors import CheckpointError, InputError
+from robustcam.models import MODELS, CAMClassifier, Normalization, get_spec
+from robustcam.models.normalization import explicit_normalization
 
 # Kept importable from here, where they used to be defined; the values live in robustcam.models.
 from robustcam.models.spec import IMAGENET_MEAN, IMAGENET_STD
@@ -55,13 +56,17 @@ def load_checkpoint(
     in_channels: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    normalization: str | Normalization | None = None,
+    dataset_statistics: DatasetStatistics = None,
     model_kwargs: Mapping[str, Any] | None = None,
     map_location: str | torch.device = "cpu",
+    factory_from_meta: bool = False,
 ) -> tuple[CAMClassifier, dict[str, Any]]:
     """Load a checkpoint into a ``CAMClassifier`` in eval mode; return ``(model, meta)``.
 
     Accepts a robustcam checkpoint (``.pt`` or ``.safetensors``), a run directory
-    holding ``model.pt``, and bare state_dicts (``.pt``/``.pth``/``.safetensors``)
+    holding ``model.pt``, a folder holding ``model.safetensors`` or ``pytorch_model.bin``
+    (a Hugging Face cache folder too), and bare state_dicts (``.pt``/``.pth``/``.bin``/``.safetensors``)
     keyed like a ``CAMClassifier`` (``features.*``, ``head.*``) or like the network it
     adapts as its ``ArchSpec`` declares (torchvision's ``conv1.weight ... fc.weight``),
     also inside ``{"state_dict"|"model"|"net": ...}`` and with DataParallel's
@@ -70,13 +75,17 @@ def load_checkpoint(
     Everything the stored metadata says wins unless an argument is given; an argument
     that contradicts the metadata is an error. For a bare state_dict, ``arch`` is
     required, ``num_classes`` is read from the head weight and ``in_channels`` from the
-    first convolution. A bare state_dict has no normalisation statistics: unless
-    ``mean``/``std`` are passed, one keyed like the spec's source network gets the
-    statistics the spec declares for it (ImageNet's for torchvision layouts with 3
-    channels), anything else 0.5/0.5 (the ``CAMClassifier`` default), and
-    ``meta["warnings"]`` says so. ``meta`` gets the resolved ``arch``,
-    ``num_classes``, ``in_channels``, ``mean`` and ``std``; ``"warnings"`` appears
-    only when something was assumed or overridden.
+    first convolution.
+
+    Normalisation (``robustcam.checkpoint.adapt``): ``normalization`` (a preset name such
+    as ``"cifar10"`` or ``"none"``, or a ``Normalization``) or ``mean`` and ``std`` win; then
+    the checkpoint's own statistics (its ``mean``/``std``, ``mu``/``sigma`` or
+    ``normalize.mean``/``normalize.std`` buffers, else its meta); then the statistics the
+    architecture fixes (RobustBench's zoo: none; timm: the pretrained config's); then
+    ``dataset_statistics`` (the evaluated dataset's); then ImageNet's. The last three give a
+    warning. ``meta`` gets the resolved ``arch``, ``num_classes``, ``in_channels``, ``mean``,
+    ``std`` and ``normalization`` (which statistics, where from, how to change them);
+    ``"warnings"`` appears only when something was assumed or overridden.
 
     Files are read with ``torch.load(weights_only=True)`` only; anything that would
     need arbitrary unpickling is refused. Every failure is a ``CheckpointError`` with a
@@ -86,18 +95,28 @@ def load_checkpoint(
         path: the checkpoint file, or a run directory containing ``model.pt``.
         arch, num_classes, in_channels: needed for bare state_dicts (only ``arch``
             cannot be inferred); checked against the metadata otherwise.
-        mean, std: normalisation statistics overriding the stored or assumed ones.
+        mean, std, normalization: statistics overriding the stored or assumed ones
+            (``normalization`` or ``mean``/``std``, not both).
+        dataset_statistics: the evaluated dataset's statistics, for a bare state_dict
+            that carries none and whose architecture fixes none; or a function of the
+            resolved meta that gives them, called only then (it may load the dataset).
         model_kwargs: extra ``build_model`` keyword arguments (``width`` for smallcnn),
             merged with ``meta["model_kwargs"]``.
         map_location: device for the tensors and the returned model.
+        factory_from_meta: run the user factory that the metadata names as ``arch``. Off by
+            default, since a file never names code to run: the user passes ``arch`` instead.
+            Only for runs robustcam trained from the user's own config (their evaluation).
     """
     source = resolve_path(path)
+    chosen = _chosen_normalization(normalization, mean, std)
     state_dict, stored_meta = read_checkpoint(source, map_location)
     meta: dict[str, Any] = dict(stored_meta) if stored_meta is not None else {}
     stored_warnings = meta.get("warnings")
     warnings = [str(w) for w in stored_warnings] if isinstance(stored_warnings, list) else []
 
-    resolved_arch = _resolve_arch(source, meta.get("arch"), arch, has_meta=stored_meta is not None)
+    resolved_arch = _resolve_arch(
+        source, meta.get("arch"), arch, has_meta=stored_meta is not None, factory_from_meta=factory_from_meta
+    )
     kwargs = _merge_model_kwargs(source, meta.get("model_kwargs"), model_kwargs)
     wanted_classes = _agree(source, "num_classes", meta.get("num_classes"), num_classes)
     wanted_channels = _agree(source, "in_channels", meta.get("in_channels"), in_channels)
@@ -111,7 +130,9 @@ def load_checkpoint(
     )
     model = fitted.model
     meta.update(arch=resolved_arch, num_classes=model.num_classes, in_channels=model.in_channels)
-    warnings += resolve_normalization(source, get_spec(resolved_arch), fitted, meta, mean=mean, std=std)
+    warnings += resolve_normalization(
+        source, get_spec(resolved_arch), fitted, meta, chosen=chosen, dataset=dataset_statistics
+    )
     install(source, fitted)
 
     if kwargs:
@@ -123,11 +144,32 @@ def load_checkpoint(
     return model, meta
 
 
-def _resolve_arch(source: Path, stored: object, given: str | None, *, has_meta: bool) -> str:
+def _chosen_normalization(
+    normalization: str | Normalization | None, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> Normalization | None:
+    if isinstance(normalization, Normalization):
+        if mean is not None or std is not None:
+            raise InputError(f"give normalization {normalization.name!r} or mean/std, not both")
+        return normalization
+    return explicit_normalization(normalization, mean, std)
+
+
+def _resolve_arch(
+    source: Path, stored: object, given: str | None, *, has_meta: bool, factory_from_meta: bool = False
+) -> str:
     resolved = _agree(source, "arch", stored, given)
+    if given is None and not factory_from_meta and isinstance(resolved, str) and MODELS.runs_user_code(resolved):
+        # A file never names code to run: the user does, by passing the same name.
+        raise CheckpointError(
+            f"checkpoint {source} was built by the model factory {resolved!r}; robustcam runs only code you "
+            f"name: pass --arch {resolved} (arch={resolved!r}) to import and run it"
+        )
     if resolved is None:
         what = "has no metadata" if not has_meta else "records no arch"
-        raise CheckpointError(f"checkpoint {source} {what}; pass --arch (valid: {', '.join(MODELS.names())})")
+        raise CheckpointError(
+            f"checkpoint {source} {what}; pass --arch (valid: {', '.join(MODELS.names())}, "
+            "timm:<model name>, <module.path or file.py>:<function>)"
+        )
     if resolved not in MODELS:
         raise CheckpointError(f"checkpoint {source}: {MODELS.unknown_message(str(resolved))}")
     return str(resolved)

@@ -5,13 +5,26 @@ A state_dict is keyed either like the ``CAMClassifier`` (``features.*``,
 the registry's ``ArchSpec`` gives: the head's name there, prefix renames for
 layers that were rebuilt, and the statistics its weights were trained with.
 Nothing here knows a particular architecture. The class and channel counts of a
-bare state_dict are read from its head and first convolution, and missing
-normalisation statistics are assumed from the spec, with a warning.
+bare state_dict are read from its head and first convolution.
+
+Normalisation is decided once, in this order (``resolve_normalization``):
+
+1. what the caller gives (``--normalization NAME``, ``--mean``/``--std``);
+2. the checkpoint's own statistics: buffers its network normalises with (``mean``/``std``,
+   RobustBench's ``mu``/``sigma``, ``normalize.mean``/``normalize.std``), else its meta;
+3. the statistics the architecture fixes (``ArchSpec.normalization``: none for RobustBench's
+   zoo, a timm model's pretrained config), for weights in the architecture's own layout;
+4. the evaluated dataset's statistics, when the caller names them;
+5. ImageNet's.
+
+Steps 3 to 5 are an assumption and give a warning. ``meta["normalization"]`` records
+which statistics were used, where they came from and how to change them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,11 +33,29 @@ from torch import Tensor, nn
 
 from robustcam.checkpoint.format import stats_agree, stats_list
 from robustcam.checkpoint.messages import one_line, shape_problems
-from robustcam.errors import CheckpointError
-from robustcam.models import NEUTRAL, ArchSpec, CAMClassifier, Normalization, build_model, get_spec
-from robustcam.models.spec import NATIVE_SOURCE
+from robustcam.errors import CheckpointError, RobustcamError
+from robustcam.models import IMAGENET, NEUTRAL, ArchSpec, CAMClassifier, Normalization, build_model, get_spec
+from robustcam.models.normalization import NORMALIZATIONS, check_statistics, normalization_names
+from robustcam.models.spec import HEAD_FROM_SPLIT, NATIVE_SOURCE
 
-__all__ = ["Fitted", "fit_model", "install", "map_keys", "resolve_normalization"]
+__all__ = [
+    "NORMALIZATION_HINT",
+    "DatasetStatistics",
+    "Fitted",
+    "fit_model",
+    "install",
+    "map_keys",
+    "resolve_normalization",
+    "split_normalization",
+]
+
+# The evaluated dataset's statistics, or a function of the checkpoint's meta that gives them when needed.
+DatasetStatistics = Normalization | Callable[[Mapping[str, Any]], Normalization | None] | None
+# How a user changes the statistics a checkpoint is evaluated with; recorded beside them.
+NORMALIZATION_HINT = (
+    f"change with --normalization NAME ({', '.join(normalization_names())}) or --mean/--std "
+    "(normalization, mean, std in an eval config)"
+)
 
 
 class Fitted(NamedTuple):
@@ -33,6 +64,7 @@ class Fitted(NamedTuple):
     model: CAMClassifier
     layout: str  # the key layout the state_dict was in: NATIVE_SOURCE or the spec's source
     mapped: dict[str, Tensor]
+    statistics_keys: tuple[str, str] | None = None  # the state_dict's names of its mean/std buffers
 
 
 def fit_model(
@@ -48,16 +80,55 @@ def fit_model(
     # A first model tells where the head and first convolution live, so that the class
     # and channel counts of a bare state_dict can be read from their weights.
     probe_classes = num_classes if num_classes is not None else 2
-    probe_channels = in_channels if in_channels is not None else _channels_from_stats(state_dict) or 3
+    probe_channels = in_channels
+    if probe_channels is None:
+        probe_channels = _channels_from_stats(split_normalization(state_dict)[0]) or 3
     model = _build(source, arch, probe_classes, probe_channels, kwargs)
-    layout, mapped = map_keys(get_spec(arch), model.state_dict(), state_dict)
+    statistics, weights, statistics_keys = split_normalization(state_dict, expected=model.state_dict())
+    layout, mapped = map_keys(_layout_spec(get_spec(arch), model), model.state_dict(), weights)
+    mapped.update(statistics)  # the statistics are keyed like the CAMClassifier's in every layout
     final_classes = num_classes if num_classes is not None else _classes_from_head(source, arch, model, mapped)
     final_channels = in_channels
     if final_channels is None:
-        final_channels = _channels_from_stats(state_dict) or _channels_from_first_conv(model, mapped) or 3
+        final_channels = _channels_from_stats(statistics) or _channels_from_first_conv(model, mapped) or 3
     if (final_classes, final_channels) != (probe_classes, probe_channels):
         model = _build(source, arch, final_classes, final_channels, kwargs)
-    return Fitted(model, layout, mapped)
+    return Fitted(model, layout, mapped, statistics_keys)
+
+
+# Where networks keep the statistics they normalise their inputs with, in order of preference:
+# the CAMClassifier's own buffers, RobustBench's mu/sigma buffers, a normalisation submodule's.
+_NORMALIZATION_KEYS = (("mean", "std"), ("mu", "sigma"), ("normalize.mean", "normalize.std"))
+
+
+def split_normalization(
+    state_dict: Mapping[str, Tensor], *, expected: Mapping[str, Tensor] | None = None
+) -> tuple[dict[str, Tensor], dict[str, Tensor], tuple[str, str] | None]:
+    """``({"mean": ..., "std": ...}, the other entries, their keys)``: the input statistics a
+    state_dict keeps, or ``({}, state_dict, None)``.
+
+    A network that normalises inside keeps its statistics as buffers, top-level ``mean``/``std``
+    (a ``CAMClassifier``, DeepMind's WideResNets), ``mu``/``sigma`` (RobustBench's zoo) or
+    ``normalize.mean``/``normalize.std``; the first pair present becomes the model's
+    ``mean``/``std``, whatever the key layout of the rest. Other pairs are left in place, and
+    so is a pair that the model being loaded keeps in its features (``expected`` has
+    ``features.mu``): that network normalises by itself.
+    """
+    rest = dict(state_dict)
+    for mean_key, std_key in _NORMALIZATION_KEYS:
+        if mean_key not in rest or std_key not in rest:
+            continue
+        if expected is not None and mean_key != "mean" and f"features.{mean_key}" in expected:
+            continue
+        return {"mean": rest.pop(mean_key), "std": rest.pop(std_key)}, rest, (mean_key, std_key)
+    return {}, rest, None
+
+
+def _layout_spec(spec: ArchSpec, model: CAMClassifier) -> ArchSpec:
+    """``spec`` with the head's name filled in where only the built network knows it."""
+    if spec.head == HEAD_FROM_SPLIT:
+        return dataclasses.replace(spec, head=model.head_source)
+    return spec
 
 
 def map_keys(
@@ -80,38 +151,45 @@ def resolve_normalization(
     fitted: Fitted,
     meta: dict[str, Any],
     *,
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
+    chosen: Normalization | None = None,
+    dataset: DatasetStatistics = None,
 ) -> list[str]:
-    """Put ``mean``/``std`` into ``fitted.mapped`` and ``meta``; return the warnings it gives.
+    """Put the statistics into ``fitted.mapped`` and ``meta``; return the warnings it gives.
 
-    The caller's values win, then the checkpoint's own (its buffers, then its meta);
-    a checkpoint without any gets the spec's statistics when it is in the spec's
-    source layout, the neutral ones otherwise.
+    ``chosen`` is the caller's choice, ``dataset`` the evaluated dataset's statistics, or a
+    function of ``meta`` that gives them, called only when they are needed (so that the
+    dataset is loaded after the checkpoint fits); the order is the module's. ``meta`` gets
+    ``mean``, ``std`` and ``normalization``: the name (a preset's when the values are one),
+    the values, ``source`` (``given``, ``checkpoint``, ``architecture``, ``dataset`` or
+    ``default``), ``origin`` in words, and ``change``.
     """
     in_channels = fitted.model.in_channels
-    assumed_from, origin = _assumed_normalization(spec, fitted.layout, in_channels)
+    stored, stored_origin = _stored_normalization(fitted, meta)
     warnings: list[str] = []
-    assumed: dict[str, list[float]] = {}
-    for key, given in (("mean", mean), ("std", std)):
-        stored = _stored_stats(fitted.mapped.get(key), meta.get(key))
-        if given is not None:
-            values = [float(v) for v in given]
-            if stored is not None and not stats_agree(values, torch.tensor(stored)):
-                warnings.append(f"{key} overridden by the caller: checkpoint has {stored}, using {values}")
-        elif stored is not None:
-            values = stored
-        else:
-            values = assumed[key] = assumed_from.values(key, in_channels)
-        fitted.mapped[key] = _stats_tensor(source, key, values, in_channels)
+    if chosen is not None:
+        used, kind, origin = _fit_channels(source, chosen, in_channels), "given", chosen.description
+        if stored is not None and not _same(stored, used, in_channels):
+            warnings.append(
+                f"normalisation overridden by the caller: {stored_origin} has mean={list(stored.mean)} "
+                f"std={list(stored.std)}, using mean={list(used.mean)} std={list(used.std)}"
+            )
+    elif stored is not None:
+        used, kind, origin = _fit_channels(source, stored, in_channels), "checkpoint", stored_origin
+    else:
+        used, kind, origin = _assumed_normalization(spec, fitted.layout, in_channels, dataset, meta)
+        warnings.append(
+            f"checkpoint has no normalisation statistics; assumed {origin}: mean={list(used.mean)} "
+            f"std={list(used.std)} (pass normalization or mean/std if it was trained with others)"
+        )
+    for key in ("mean", "std"):
+        values = used.values(key, in_channels)
+        fitted.mapped[key] = torch.tensor(values, dtype=torch.float32).view(1, in_channels, 1, 1)
         if not stats_agree(meta.get(key), fitted.mapped[key]):
             meta[key] = values  # a stored value stays when it agrees, so meta round-trips exactly
-    if assumed:
-        shown = ", ".join(f"{key}={values}" for key, values in assumed.items())
-        warnings.append(
-            f"checkpoint has no normalisation statistics; assumed {origin} {shown} "
-            "(pass mean/std if the network was trained with others)"
-        )
+    meta["normalization"] = {
+        "name": _preset_name(used, in_channels), "mean": used.values("mean", in_channels),
+        "std": used.values("std", in_channels), "source": kind, "origin": origin, "change": NORMALIZATION_HINT,
+    }  # fmt: skip
     return warnings
 
 
@@ -202,31 +280,66 @@ def _channels_from_first_conv(model: CAMClassifier, mapped: Mapping[str, Tensor]
     return None
 
 
-def _stored_stats(from_state: Tensor | None, from_meta: object) -> list[float] | None:
-    """Statistics the checkpoint itself records: its buffers first (what forward used), then meta."""
-    if from_state is not None:
-        return stats_list(from_state)
-    values = from_meta if isinstance(from_meta, list) else [from_meta]
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return numbers if numbers and len(numbers) == len(values) else None
+def _stored_normalization(fitted: Fitted, meta: Mapping[str, Any]) -> tuple[Normalization | None, str]:
+    """The statistics the checkpoint itself records: its buffers first (what forward used), then meta."""
+    in_state = fitted.mapped.get("mean"), fitted.mapped.get("std")
+    if in_state[0] is not None and in_state[1] is not None:
+        keys = "/".join(fitted.statistics_keys or ("mean", "std"))
+        values = (tuple(stats_list(in_state[0])), tuple(stats_list(in_state[1])))
+        origin = f"the checkpoint's {keys} buffers"
+    else:
+        values = (_numbers(meta.get("mean")), _numbers(meta.get("std")))
+        origin = "the checkpoint's meta"
+    if not values[0] or not values[1]:
+        return None, ""
+    return Normalization("the checkpoint's own", values[0], values[1], origin), origin
 
 
-def _assumed_normalization(spec: ArchSpec, layout: str, in_channels: int) -> tuple[Normalization, str]:
-    """The statistics to assume for a state_dict without any, and the words that say where they come from."""
-    if spec.foreign and layout == spec.source and spec.normalization.fits(in_channels):
-        return spec.normalization, f"{spec.source}'s {spec.normalization.description}"
-    # A state_dict keyed like the CAMClassifier comes from robustcam, which records its statistics.
-    return NEUTRAL, NEUTRAL.description
+def _numbers(value: object) -> tuple[float, ...]:
+    values = value if isinstance(value, list) else [value]
+    numbers = tuple(float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return numbers if len(numbers) == len(values) and len(numbers) in (1, 3) else ()
 
 
-def _stats_tensor(source: Path, key: str, values: list[float], in_channels: int) -> Tensor:
-    if len(values) == 1:
-        values = values * in_channels
-    if len(values) != in_channels:
-        raise CheckpointError(
-            f"checkpoint {source}: {key} has {len(values)} values but the model has in_channels={in_channels}"
-        )
-    return torch.tensor(values, dtype=torch.float32).view(1, in_channels, 1, 1)
+def _assumed_normalization(
+    spec: ArchSpec, layout: str, in_channels: int, statistics: DatasetStatistics, meta: Mapping[str, Any]
+) -> tuple[Normalization, str, str]:
+    """The statistics for a state_dict without any: (them, source kind, where they come from in words)."""
+    fixed = spec.normalization
+    if fixed is not None and spec.foreign and layout == spec.source and fixed.fits(in_channels):
+        return fixed, "architecture", f"the architecture's {fixed.description} ({spec.source} layout)"
+    dataset = statistics(meta) if callable(statistics) else statistics
+    if dataset is not None and dataset.fits(in_channels):
+        return dataset, "dataset", f"the evaluated dataset's {dataset.description}"
+    if IMAGENET.fits(in_channels):
+        return IMAGENET, "default", f"{IMAGENET.description} (the default without dataset statistics)"
+    return NEUTRAL, "default", "neutral statistics (the default for grey-scale inputs without dataset statistics)"
+
+
+def _fit_channels(source: Path, normalization: Normalization, in_channels: int) -> Normalization:
+    """``normalization`` checked against the model's channel count (1 value, or one per channel)."""
+    try:
+        for key in ("mean", "std"):
+            check_statistics(key, getattr(normalization, key), in_channels=in_channels)
+    except RobustcamError as error:
+        raise CheckpointError(f"checkpoint {source}: {normalization.description}: {error}") from None
+    return normalization
+
+
+def _same(first: Normalization, second: Normalization, in_channels: int) -> bool:
+    return all(
+        torch.allclose(torch.tensor(first.values(key, in_channels)), torch.tensor(second.values(key, in_channels)),
+                       rtol=1e-5, atol=1e-6)
+        for key in ("mean", "std")
+    )  # fmt: skip
+
+
+def _preset_name(normalization: Normalization, in_channels: int) -> str:
+    """The preset these statistics are (``cifar10``), else the name they came with."""
+    for name, preset in NORMALIZATIONS.items():
+        if preset.fits(in_channels) and _same(preset, normalization, in_channels):
+            return name
+    return normalization.name
 
 
 def _fill_untracked_counters(model: CAMClassifier, mapped: dict[str, Tensor]) -> None:

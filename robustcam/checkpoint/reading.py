@@ -5,7 +5,8 @@ Loading follows timm's habit of never unpickling arbitrary objects: every
 load is refused instead of trusted. Bare state_dicts are taken out of the usual
 wrappers (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``, a
 DataParallel ``module.`` prefix). Every failure is a ``CheckpointError`` with a
-one-line message that names the file.
+one-line message that names the file. ``load_weights_only`` is the one safe ``torch.load``
+for every other ``.pt`` file robustcam reads back (``train_state.pt``, ``examples.pt``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from torch import Tensor
 
 from robustcam.checkpoint.format import FORMAT_PREFIX, SAFETENSORS_META_KEY, check_format
 from robustcam.checkpoint.messages import MAX_NAMES, more, one_line
-from robustcam.errors import CheckpointError
+from robustcam.errors import CheckpointError, RobustcamError
 
-__all__ = ["checkpoint_meta", "read_checkpoint", "resolve_path"]
+__all__ = ["checkpoint_meta", "load_weights_only", "read_checkpoint", "resolve_path"]
 
 # Wrappers that training scripts commonly put around a state_dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -57,17 +58,44 @@ def checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {}
 
 
+# The weight files a folder may hold, in order: a run directory's, then Hugging Face's names.
+FOLDER_FILES = ("model.pt", "model.safetensors", "pytorch_model.bin")
+
+
 def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint file ``path`` means: itself, or a run directory's ``model.pt``."""
+    """The checkpoint file ``path`` means: itself, or the weights of a folder.
+
+    A folder is a run directory (``model.pt``), a folder holding ``model.safetensors`` or
+    ``pytorch_model.bin`` (a Hugging Face snapshot), or a Hugging Face cache folder
+    (``models--timm--resnet18.a1_in1k``), whose ``refs/main`` names the snapshot (the only
+    snapshot when it has no such ref).
+    """
     source = Path(path)
     if source.is_dir():
-        # A run directory holds its checkpoint as model.pt.
-        if (source / "model.pt").is_file():
-            return source / "model.pt"
-        raise CheckpointError(f"checkpoint {source} is a directory without a model.pt")
+        for folder in (source, *_snapshots(source)):
+            for name in FOLDER_FILES:
+                if (folder / name).is_file():
+                    return folder / name
+        raise CheckpointError(f"checkpoint {source} is a directory without any of {', '.join(FOLDER_FILES)}")
     if not source.exists():
         raise CheckpointError(f"checkpoint {source} not found")
     return source
+
+
+def _snapshots(folder: Path) -> list[Path]:
+    """The snapshot a Hugging Face cache folder (``refs/``, ``snapshots/``) points at, if any."""
+    snapshots = folder / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    ref = folder / "refs" / "main"
+    try:
+        name = ref.read_text().strip() if ref.is_file() else ""
+    except (OSError, UnicodeError):  # an unreadable ref: look for the one snapshot instead
+        name = ""
+    if name:
+        return [snapshots / name]
+    found = sorted(child for child in snapshots.iterdir() if child.is_dir())
+    return found if len(found) == 1 else []
 
 
 def read_checkpoint(source: Path, map_location: str | torch.device) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -84,47 +112,69 @@ def read_checkpoint(source: Path, map_location: str | torch.device) -> tuple[dic
 
 
 def _torch_load(source: Path, map_location: str | torch.device, *, mmap: bool = False) -> Any:
+    return load_weights_only(source, map_location=map_location, mmap=mmap)
+
+
+def load_weights_only(
+    source: Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    kind: str = "checkpoint",
+    recover: str | None = None,
+    error: type[RobustcamError] = CheckpointError,
+    mmap: bool = False,
+) -> Any:
+    """``torch.load(weights_only=True)`` of any ``.pt`` file robustcam reads (checkpoints,
+    ``train_state.pt``, ``examples.pt``): a file that would need arbitrary unpickling, a
+    truncated, empty or foreign file is an ``error`` with one line that names ``kind`` and the
+    file and, when given, ends in ``recover`` (what the user can do about it). Never runs code."""
     try:
         return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        message = str(error)
+    except pickle.UnpicklingError as failure:
+        message = str(failure)
         opcode = re.search(r"Unsupported operand (\d+)", message)
         if opcode:
             # An opcode torch.save never writes: garbage, or a plain pickle.dump, rather than an object.
             reason = f"pickle opcode {opcode.group(1)} is not one torch.save writes"
-            raise CheckpointError(_unreadable_message(source, reason)) from None
+            raise error(_unreadable_message(source, reason, kind, recover)) from None
         if "Weights only load failed" in message:
-            raise CheckpointError(_unsafe_message(source, message)) from None
-        raise CheckpointError(_unreadable_message(source, message)) from None
-    except PermissionError as error:
-        raise CheckpointError(f"checkpoint {source} cannot be read: {one_line(str(error))}") from None
-    except Exception as error:  # noqa: BLE001  (corrupt files raise RuntimeError, EOFError, KeyError, ...)
+            raise error(_unsafe_message(source, message, kind, recover)) from None
+        raise error(_unreadable_message(source, message, kind, recover)) from None
+    except PermissionError as failure:
+        raise error(_with_recover(f"{kind} {source} cannot be read: {one_line(str(failure))}", recover)) from None
+    except Exception as failure:  # noqa: BLE001  (corrupt files raise RuntimeError, EOFError, KeyError, ...)
         # RuntimeErrors carry torch's explanation; a bare KeyError('101') needs its type to mean anything.
-        reason = str(error) if isinstance(error, RuntimeError) else f"{type(error).__name__} {error}".strip()
-        raise CheckpointError(_unreadable_message(source, reason)) from None
+        reason = str(failure) if isinstance(failure, RuntimeError) else f"{type(failure).__name__} {failure}".strip()
+        raise error(_unreadable_message(source, reason, kind, recover)) from None
 
 
-def _unsafe_message(source: Path, torch_message: str) -> str:
+def _with_recover(message: str, recover: str | None) -> str:
+    return f"{message}; {recover}" if recover else message
+
+
+def _unsafe_message(source: Path, torch_message: str, kind: str = "checkpoint", recover: str | None = None) -> str:
     found = re.search(r"Unsupported global: GLOBAL (\S+)", torch_message)
     if found:
         what = f"a non-tensor object (global {found.group(1)})"
     else:
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", torch_message, re.DOTALL)
         what = "a non-tensor object" + (f" ({one_line(detail.group(1), 80)})" if detail else "")
+    advice = recover or "re-save just the state_dict (torch.save(model.state_dict(), path)) from a trusted copy"
     return (
-        f"checkpoint {source} refused: robustcam loads weights only (torch.load(weights_only=True)) "
-        f"and the file contains {what} that would need arbitrary unpickling; "
-        "re-save just the state_dict (torch.save(model.state_dict(), path)) from a trusted copy"
+        f"{kind} {source} refused: robustcam loads weights only (torch.load(weights_only=True)) "
+        f"and the file contains {what} that would need arbitrary unpickling; {advice}"
     )
 
 
-def _unreadable_message(source: Path, reason: str) -> str:
+def _unreadable_message(source: Path, reason: str, kind: str = "checkpoint", recover: str | None = None) -> str:
     # torch's own explanations run on for several sentences; the first one says what failed.
     first = one_line(reason).split(". ")[0]
     if first in ("", "EOFError"):
         first = "unexpected end of file"
-    return (
-        f"checkpoint {source} is not a readable PyTorch checkpoint (truncated, or not written by torch.save?): {first}"
+    noun = "checkpoint" if kind == "checkpoint" else "file"
+    return _with_recover(
+        f"{kind} {source} is not a readable PyTorch {noun} (truncated, or not written by torch.save?): {first}",
+        recover,
     )
 
 
@@ -132,7 +182,7 @@ def _read_safetensors(source: Path, device: str) -> tuple[dict[str, Tensor], dic
     try:
         with safetensors.safe_open(str(source), framework="pt", device=device) as handle:
             metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except _SAFETENSORS_ERRORS as error:
         raise CheckpointError(
             f"checkpoint {source} is not a readable safetensors file: {one_line(str(error))}"

@@ -16,7 +16,7 @@ from torch import nn
 from robustcam.errors import ParameterError
 from robustcam.models.base import CAMClassifier
 from robustcam.models.registry import register_model
-from robustcam.models.spec import IMAGENET, ArchSpec
+from robustcam.models.spec import ArchSpec
 from robustcam.models.torchvision_adapter import from_torchvision
 
 
@@ -51,18 +51,12 @@ def smallcnn(num_classes: int, in_channels: int = 3, *, width: int = 16) -> CAMC
     return CAMClassifier(features, nn.Linear(4 * width, num_classes), in_channels=in_channels, arch="smallcnn")
 
 
-# Keyed like torchvision's resnet18 (only conv1 and the max-pool differ). Such weights come
-# from CIFAR-style training, but a bare state_dict is assumed to use ImageNet statistics like
-# every torchvision layout: the loader has always done so, and a preset can replace it.
+# Keyed like torchvision's resnet18 (only conv1 and the max-pool differ). Torchvision layouts
+# fix no statistics: weights in them are trained on anything, so a bare state_dict gets the
+# evaluated dataset's statistics (else ImageNet's) unless --normalization says otherwise.
 @register_model(
     "resnet18_cifar",
-    spec=ArchSpec(
-        input_size=(3, 32, 32),
-        min_input_size=(3, 16, 16),
-        source="torchvision",
-        head="fc",
-        normalization=IMAGENET,
-    ),
+    spec=ArchSpec(input_size=(3, 32, 32), min_input_size=(3, 16, 16), source="torchvision", head="fc"),
 )
 def resnet18_cifar(num_classes: int, in_channels: int = 3) -> CAMClassifier:
     """ResNet-18 for 32x32 inputs: 3x3 stride-1 stem and no max-pool (4x4 CAMs)."""
@@ -80,7 +74,6 @@ def _torchvision_spec(head: str, renames: tuple[tuple[str, str], ...] = ()) -> A
         source="torchvision",
         head=head,
         renames=renames,
-        normalization=IMAGENET,
     )
 
 

@@ -10,7 +10,7 @@ one more registry entry, not a new branch in the loader.
 
     @register_model("mobilenet_v3_large", spec=ArchSpec(
         input_size=(3, 224, 224), min_input_size=(3, 64, 64),
-        source="torchvision", head="classifier.3", normalization=IMAGENET,
+        source="torchvision", head="classifier.3",
         renames=(("classifier.0.", "features.features.17.0."),),
     ))
 """
@@ -18,8 +18,10 @@ one more registry entry, not a new branch in the loader.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "HEAD_FROM_SPLIT",
     "IMAGENET",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -32,6 +34,9 @@ __all__ = [
 InputSize = tuple[int, int, int]  # (C, H, W), as in DatasetInfo.input_shape
 # The key layout of networks defined here: their state_dicts are keyed like the CAMClassifier.
 NATIVE_SOURCE = "robustcam"
+# The head of an architecture known only once built (a user's factory): the name the split found
+# in the built network (``CAMClassifier.head_source``), which may depend on the factory's options.
+HEAD_FROM_SPLIT = "<split>"
 
 
 @dataclass(frozen=True)
@@ -85,12 +90,20 @@ class ArchSpec:
             networks defined here (their state_dicts are keyed like the
             ``CAMClassifier``), ``"torchvision"`` for adapted torchvision networks.
         head: the head's name in the source network (``fc``, ``classifier``); its
-            parameters become ``head.*``.
+            parameters become ``head.*``. ``HEAD_FROM_SPLIT``: the name the split of the
+            built network found (a user's factory, whose head may depend on its options).
         renames: ``(old prefix, new prefix)`` rules for source keys that the generic
             rule (``features.<key>``, ``<head>.* -> head.*``) does not place, tried in
             order before it; e.g. a classifier layer rebuilt as a 1x1 convolution.
-        normalization: the statistics the source network's weights were trained with,
-            assumed for a source-keyed state_dict that records none.
+        normalization: the statistics the architecture fixes for its inputs, when it fixes
+            them: RobustBench's zoo networks take raw [0, 1] pixels (``none``), a timm model's
+            pretrained config names its own. A state_dict that carries no statistics gets
+            them; ``None`` (torchvision's and robustcam's architectures, whose weights are
+            trained on anything) leaves the choice to the loader: the evaluated dataset's
+            statistics, else ImageNet's (``robustcam.checkpoint.adapt.resolve_normalization``).
+        tiny_options: options that build a small network of the same layout and key names
+            (``(("depth", 10), ("width", 1))`` for a WideResNet), for quick checks and the tests
+            that run every registered architecture; empty when the default is small enough.
     """
 
     input_size: InputSize
@@ -98,7 +111,8 @@ class ArchSpec:
     source: str = NATIVE_SOURCE
     head: str = "head"
     renames: tuple[tuple[str, str], ...] = ()
-    normalization: Normalization = NEUTRAL
+    normalization: Normalization | None = None
+    tiny_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for name, size in (("input_size", self.input_size), ("min_input_size", self.min_input_size)):
@@ -106,6 +120,11 @@ class ArchSpec:
                 raise ValueError(f"{name} must be (C, H, W) with positive sizes, got {size}")
         if not self.head:
             raise ValueError("head must name the head in the source network (e.g. 'fc'), got ''")
+
+    @property
+    def tiny(self) -> dict[str, Any]:
+        """``tiny_options`` as the keyword arguments ``build_model`` takes."""
+        return dict(self.tiny_options)
 
     @property
     def foreign(self) -> bool:

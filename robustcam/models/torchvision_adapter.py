@@ -11,7 +11,7 @@ CAMs and is refused with a message that names what follows the pooling.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ class NotCAMCapableError(RobustcamError, ValueError):
 
 
 _FLATTEN_METHODS = {"flatten", "view", "reshape", "squeeze", "contiguous"}
-_FLATTEN_FUNCTIONS = {torch.flatten, torch.squeeze, torch.reshape, operator.getitem}
+# F.dropout: timm applies its head dropout as a function (an identity in eval mode).
+_PASS_FUNCTIONS = {torch.flatten, torch.squeeze, torch.reshape, operator.getitem, F.dropout}
 _POOL_FUNCTIONS = {F.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d}
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten)
 
@@ -41,7 +42,8 @@ def _is_spatial_dims(dims: object) -> bool:
     return False
 
 
-def _is_global_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def is_global_pool(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``node`` averages over the whole spatial extent (module, function or ``mean``)."""
     if node.op == "call_module":
         module = modules[str(node.target)]
         return isinstance(module, nn.AdaptiveAvgPool2d) and _is_global_size(module.output_size)
@@ -56,7 +58,8 @@ def _is_global_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
-def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+def describe_node(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
+    """A node as messages name it: ``fc (Linear)``, ``relu``."""
     if node.op == "call_module":
         return f"{node.target} ({type(modules[str(node.target)]).__name__})"
     target = node.target
@@ -85,22 +88,15 @@ def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
     raise NotCAMCapableError("network has no Conv2d layer to take the input channels")
 
 
-def split_at_global_pool(net: nn.Module, *, name: str = "network") -> tuple[fx.GraphModule, nn.Linear, str]:
-    """Split ``net`` into (features, head, head's qualified name in ``net``).
+def linear_after_pool(after: Sequence[fx.Node], modules: Mapping[str, nn.Module]) -> str:
+    """The qualified name of the one ``nn.Linear`` among the nodes that follow global pooling.
 
-    Raises ``NotCAMCapableError`` when the network does not end in global average
-    pooling followed by exactly one ``nn.Linear``.
+    Flatten/reshape/dropout/identity steps may come before and after it; anything else
+    (a second layer, a norm, an activation) is a ``NotCAMCapableError`` that names what
+    is applied, since the logits would then not be the mean of the CAMs. The message
+    says what follows the pooling; the caller names the network.
     """
-    graph_module = fx.symbolic_trace(net)
-    modules = dict(graph_module.named_modules())
-    nodes = list(graph_module.graph.nodes)
-    pools = [node for node in nodes if _is_global_pool(node, modules)]
-    if not pools:
-        raise NotCAMCapableError(f"{name} is not CAM-capable: no global average pooling found")
-    pool = pools[-1]
-
     head_name: str | None = None
-    after = nodes[nodes.index(pool) + 1 :]
     for node in after:
         if node.op == "output":
             break
@@ -109,22 +105,59 @@ def split_at_global_pool(net: nn.Module, *, name: str = "network") -> tuple[fx.G
             if isinstance(module, nn.Linear) and head_name is None:
                 head_name = str(node.target)
                 continue
-            if isinstance(module, _DROPOUT):
-                continue
-        elif (
-            node.op == "call_method"
-            and node.target in _FLATTEN_METHODS
-            or node.op == "call_function"
-            and node.target in _FLATTEN_FUNCTIONS
-            or node.op == "get_attr"
-        ):
+        if is_pass_through(node, modules):
             continue
-        ops = ", ".join(_describe(n, modules) for n in after if n.op != "output")
+        steps = ", ".join(
+            describe_node(n, modules) for n in after if n.op != "output" and not is_pass_through(n, modules)
+        )
         raise NotCAMCapableError(
-            f"{name} is not CAM-capable: after global average pooling it applies [{ops}], not a single nn.Linear"
+            f"after global average pooling it applies {describe_node(node, modules)}, not only one nn.Linear "
+            f"(the steps there: [{steps}])"
         )
     if head_name is None:
-        raise NotCAMCapableError(f"{name} is not CAM-capable: no nn.Linear after global average pooling")
+        raise NotCAMCapableError("no nn.Linear after global average pooling")
+    return head_name
+
+
+def is_pass_through(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``node`` only reshapes, drops out (an identity in eval mode) or reads an attribute."""
+    if node.op == "call_module":
+        return isinstance(modules[str(node.target)], _DROPOUT)
+    if node.op == "call_method":
+        return node.target in _FLATTEN_METHODS
+    if node.op == "call_function":
+        return node.target in _PASS_FUNCTIONS
+    return node.op == "get_attr"
+
+
+def _trace(net: nn.Module, name: str) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(net)
+    except Exception as error:  # noqa: BLE001  (fx raises TraceError, TypeError, ... on dynamic code)
+        message = " ".join(str(error).split())[:160]
+        raise NotCAMCapableError(
+            f"{name} is not CAM-capable as far as robustcam can tell: torch.fx cannot trace it to find "
+            f"its global pooling ({type(error).__name__}: {message})"
+        ) from None
+
+
+def split_at_global_pool(net: nn.Module, *, name: str = "network") -> tuple[fx.GraphModule, nn.Linear, str]:
+    """Split ``net`` into (features, head, head's qualified name in ``net``).
+
+    Raises ``NotCAMCapableError`` when the network does not end in global average
+    pooling followed by exactly one ``nn.Linear``, or cannot be traced.
+    """
+    graph_module = _trace(net, name)
+    modules = dict(graph_module.named_modules())
+    nodes = list(graph_module.graph.nodes)
+    pools = [node for node in nodes if is_global_pool(node, modules)]
+    if not pools:
+        raise NotCAMCapableError(f"{name} is not CAM-capable: no global average pooling found")
+    pool = pools[-1]
+    try:
+        head_name = linear_after_pool(nodes[nodes.index(pool) + 1 :], modules)
+    except NotCAMCapableError as error:
+        raise NotCAMCapableError(f"{name} is not CAM-capable: {error}") from None
 
     features_graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}

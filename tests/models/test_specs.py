@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from robustcam.checkpoint.adapt import map_keys
+from robustcam.registry import keyword_parameters
 from robustcam.models import (
     IMAGENET,
     MODELS,
@@ -34,15 +35,16 @@ def test_every_architecture_has_a_spec(arch: str) -> None:
     assert isinstance(spec, ArchSpec) and MODELS.get(arch).spec is spec
     assert spec.input_size[0] == 3 and spec.min_input_size[0] == 3
     assert all(small <= full for small, full in zip(spec.min_input_size, spec.input_size))
-    assert spec.source in ("robustcam", "torchvision")
-    assert spec.normalization.fits(3)
+    assert spec.source in ("robustcam", "torchvision", "robustbench")
+    assert spec.normalization is None or spec.normalization.fits(3)
+    assert set(spec.tiny) <= set(keyword_parameters(MODELS.get(arch).factory)), "tiny options are factory options"
 
 
 @pytest.mark.parametrize("arch", list_models())
 def test_the_spec_input_sizes_build_and_run(arch: str) -> None:
     spec = get_spec(arch)
     torch.manual_seed(0)
-    model = build_model(arch, 5).eval()
+    model = build_model(arch, 5, **spec.tiny).eval()
     with torch.no_grad():
         output = model.forward_cams(torch.rand(1, *spec.input_size))
         smallest = model.forward_cams(torch.rand(1, *spec.min_input_size))
@@ -86,14 +88,15 @@ def test_mobilenet_renames_live_in_the_spec() -> None:
 
 def test_native_specs_leave_keys_alone() -> None:
     spec = get_spec("smallcnn")
-    assert not spec.foreign and spec.normalization is NEUTRAL
+    assert not spec.foreign and spec.normalization is None
     state = {"0.weight": torch.zeros(1), "head.weight": torch.zeros(1)}
     assert map_keys(spec, {"features.0.weight": torch.zeros(1)}, state) == ("robustcam", state)
 
 
-def test_torchvision_specs_declare_imagenet_statistics() -> None:
+def test_torchvision_and_native_specs_fix_no_statistics() -> None:
+    # weights in these layouts are trained on anything: the loader decides (dataset's, else ImageNet's)
     assert IMAGENET.mean == (0.485, 0.456, 0.406) and IMAGENET.std == (0.229, 0.224, 0.225)
-    assert all(get_spec(arch).normalization is IMAGENET for arch in _TORCHVISION_NAMED)
+    assert all(get_spec(arch).normalization is None for arch in [*_TORCHVISION_NAMED, "resnet18_cifar", "smallcnn"])
     assert IMAGENET.values("std", 3) == [0.229, 0.224, 0.225] and not IMAGENET.fits(1)
     assert NEUTRAL.values("mean", 3) == [0.5, 0.5, 0.5] and NEUTRAL.fits(1)
 
