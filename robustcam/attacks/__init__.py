@@ -1,6 +1,9 @@
-"""Attack specs, the attack registry, and the torchattacks / foolbox backends."""
+"""Attack specs, the attack registry, and the backends (torchattacks, foolbox, the authors' AutoAttack,
+robustcam's own native PGD/APGD)."""
 
 from robustcam.attacks import library as _library  # noqa: F401  (fills the registry)
+from robustcam.attacks import native as _native  # noqa: F401  (registers the native backend)
+from robustcam.attacks import official as _official  # noqa: F401  (registers the autoattack backend)
 from robustcam.attacks.backends import BACKENDS, Backend, check_supported, get_backend
 from robustcam.attacks.base import (
     ATTACKS,

@@ -1,11 +1,14 @@
 """Backends: run one attack once, at one eps, on one batch, with a given seed.
 
-``torchattacks`` is the default; ``foolbox`` is the second opinion used for
-cross-checks. A backend knows how to call its library's attack objects; which
-object an attack is, the attack's own ``builders`` table says. Each backend
-returns adversarial images and nothing else: the caller re-predicts them with
-the model and checks bounds and budget itself, so no library's own success
-flag is trusted.
+Each attack runs on its own default backend unless others are chosen (the first library in
+its ``builders`` table: torchattacks for FGSM, PGD and C&W, the authors' code for AutoAttack);
+``foolbox`` is the second opinion used for cross-checks, ``autoattack`` the authors'
+AutoAttack (``robustcam.attacks.official``), ``native`` robustcam's own best-iterate FGSM, PGD
+and APGD-CE with per-sample early exit (``robustcam.attacks.native``). A backend knows how to
+call its library's attack objects; which object an attack is, the attack's own ``builders``
+table says. Each backend returns adversarial images and nothing else: the caller re-predicts
+them with the model and checks bounds and budget itself, so no library's own success flag is
+trusted.
 
 Randomness (random starts) is drawn from torch's global generator by both
 libraries; each run forks the generator state and seeds it, so a run is
@@ -15,7 +18,7 @@ reproducible and leaves the caller's generator untouched.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+
 
 import torch
 from torch import Tensor
@@ -24,13 +27,14 @@ from robustcam.attacks.base import Attack, AttackNotSupportedError, BuildContext
 from robustcam.models import CAMClassifier
 from robustcam.registry import Registry
 
-BackendName = Literal["torchattacks", "foolbox"]
-
 
 class Backend:
     """Runs an ``Attack`` with one attack library."""
 
     name: str = "backend"
+
+    def __init__(self) -> None:
+        self.notes: tuple[str, ...] = ()  # what the library itself reported on its last run
 
     def supports(self, attack: Attack) -> bool:
         """Whether the attack's builders table says how this backend's library builds it."""
@@ -40,6 +44,7 @@ class Backend:
         self, attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float | None, *, seed: int
     ) -> Tensor:
         """Adversarial images for ``images`` (float in [0, 1]); ``eps`` is None for minimal attacks."""
+        self.notes = ()
         devices = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)

@@ -91,6 +91,12 @@ class Attack(ABC):
     def supports(self, backend: str) -> bool:
         return backend in self.builders
 
+    @classmethod
+    def default_backend(cls) -> str:
+        """The backend that runs this attack when none is chosen: the first of its builders
+        (the library whose implementation defines the attack, e.g. the authors' AutoAttack)."""
+        return next(iter(cls.builders))
+
     def build(self, backend: str, context: BuildContext) -> Any:
         """The library's attack object for one run; a backend the attack has no builder for is an error."""
         builder = self.builders.get(backend)

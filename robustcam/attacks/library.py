@@ -1,8 +1,10 @@
-"""The registered attacks and, beside each, how torchattacks and foolbox build it.
+"""The registered attacks and, beside each, how torchattacks, foolbox and robustcam's own
+``native`` backend (``robustcam.attacks.native``) build it.
 
-Same semantics in both libraries: the same eps, number of steps, step size and
+Same semantics in every library: the same eps, number of steps, step size and
 random start. PGD's step size is ``step_factor * eps / steps`` (2.5 eps / steps
-by default, Madry et al.'s choice that lets a walk cross the ball).
+by default, Madry et al.'s choice that lets a walk cross the ball). PGD's
+``restarts`` > 1 runs on the native backend only (neither library restarts PGD).
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from robustcam.attacks.base import BoundedAttack, BuildContext, Builder, MinimalAttack, Norm, register_attack
+from robustcam.attacks import native
+from robustcam.attacks.base import (
+    AttackNotSupportedError,
+    BoundedAttack,
+    BuildContext,
+    Builder,
+    MinimalAttack,
+    Norm,
+    register_attack,
+)
+from robustcam.attacks.official import AUTOATTACK_VERSIONS, build_official
 from robustcam.errors import ParameterError
 
 
@@ -60,13 +72,26 @@ class FGSM(BoundedAttack):
 
     name = "fgsm"
     norm = "Linf"
-    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _fgsm_torchattacks, "foolbox": _fgsm_foolbox}
+    builders: ClassVar[Mapping[str, Builder]] = {
+        "torchattacks": _fgsm_torchattacks,
+        "foolbox": _fgsm_foolbox,
+        "native": native.fgsm_builder,
+    }
 
 
 # --------------------------------------------------------------------------- PGD (Linf and L2)
 
 
+def _one_restart(attack: PGD, library: str) -> None:
+    if attack.restarts > 1:
+        raise AttackNotSupportedError(
+            f"attack {attack.name!r} with restarts={attack.restarts} runs on the native backend only "
+            f"({library} has no PGD restarts); use --backend native"
+        )
+
+
 def _pgd_torchattacks(attack: PGD, context: BuildContext) -> Any:
+    _one_restart(attack, "torchattacks")
     eps = _eps(attack, context)
     constructor = _torchattacks().PGD if attack.norm == "Linf" else _torchattacks().PGDL2
     return constructor(
@@ -75,6 +100,7 @@ def _pgd_torchattacks(attack: PGD, context: BuildContext) -> Any:
 
 
 def _pgd_foolbox(attack: PGD, context: BuildContext) -> Any:
+    _one_restart(attack, "foolbox")
     eps = _eps(attack, context)
     attacks = _foolbox().attacks
     constructor = (
@@ -87,19 +113,33 @@ def _pgd_foolbox(attack: PGD, context: BuildContext) -> Any:
 
 @register_attack
 class PGD(BoundedAttack):
-    """Projected gradient descent in the Linf ball (Madry et al., 2018), random start."""
+    """Projected gradient descent in the Linf ball (Madry et al., 2018), random start.
+
+    ``restarts`` > 1 (native backend only) starts again from a new random point for the samples
+    every earlier start left robust, as AutoAttack's restarts do.
+    """
 
     name = "pgd"
     norm: ClassVar[Norm] = "Linf"
     randomized = True
-    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _pgd_torchattacks, "foolbox": _pgd_foolbox}
+    builders: ClassVar[Mapping[str, Builder]] = {
+        "torchattacks": _pgd_torchattacks,
+        "foolbox": _pgd_foolbox,
+        "native": native.pgd_builder,
+    }
 
-    def __init__(self, *, steps: int = 10, step_factor: float = 2.5, random_start: bool = True) -> None:
+    def __init__(
+        self, *, steps: int = 10, step_factor: float = 2.5, random_start: bool = True, restarts: int = 1
+    ) -> None:
         _at_least_one("steps", steps)
         _positive("step_factor", step_factor)
+        _at_least_one("restarts", restarts)
+        if restarts > 1 and not random_start:
+            raise ParameterError("restarts", "restarts > 1 needs random_start=True: restarts from x repeat one walk")
         self.steps = steps
         self.step_factor = step_factor
         self.random_start = random_start
+        self.restarts = restarts
 
     def step_size(self, eps: float) -> float:
         return self.step_factor * eps / self.steps
@@ -174,12 +214,13 @@ def _apgd_torchattacks(attack: APGD, context: BuildContext) -> Any:
 
 @register_attack
 class APGD(BoundedAttack):
-    """Auto-PGD with the cross-entropy loss (Croce & Hein, 2020), Linf."""
+    """Auto-PGD (Croce & Hein, 2020), Linf, on the cross-entropy (default) or DLR loss; the native
+    backend runs the cross-entropy loss only."""
 
     name = "apgd"
     norm = "Linf"
     randomized = True
-    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _apgd_torchattacks}
+    builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _apgd_torchattacks, "native": native.apgd_builder}
 
     def __init__(self, *, steps: int = 10, restarts: int = 1, loss: str = "ce") -> None:
         _at_least_one("steps", steps)
@@ -191,7 +232,7 @@ class APGD(BoundedAttack):
         self.loss = loss
 
 
-def _autoattack_torchattacks(attack: AutoAttack, context: BuildContext) -> Any:
+def _autoattack_torchattacks(attack: AutoAttackTA, context: BuildContext) -> Any:
     return _torchattacks().AutoAttack(
         context.model,
         norm="Linf",
@@ -202,16 +243,95 @@ def _autoattack_torchattacks(attack: AutoAttack, context: BuildContext) -> Any:
     )
 
 
-@register_attack
-class AutoAttack(BoundedAttack):
-    """AutoAttack (Croce & Hein, 2020), Linf: the parameter-free ensemble, seeded."""
+def _check_version(version: str) -> None:
+    if version not in AUTOATTACK_VERSIONS:
+        raise ParameterError("version", f"version must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {version!r}")
 
-    name = "autoattack"
+
+@register_attack
+class AutoAttackTA(BoundedAttack):
+    """torchattacks' re-implementation of AutoAttack, Linf: weaker than the authors' standard
+    version, since torchattacks 3.5 builds APGD, APGD-T and FAB with 10 iterations (the
+    standard version uses 100) and Square with 5000 queries. Kept as a cross-check."""
+
+    name = "autoattack-ta"
     norm = "Linf"
     randomized = True
     builders: ClassVar[Mapping[str, Builder]] = {"torchattacks": _autoattack_torchattacks}
 
     def __init__(self, *, version: str = "standard") -> None:
-        if version not in ("standard", "plus", "rand"):
-            raise ParameterError("version", f"version must be one of standard, plus, rand, got {version!r}")
+        _check_version(version)
         self.version = version
+
+
+def _autoattack_official(attack: AutoAttack | AutoAttackPart, context: BuildContext) -> Any:
+    return build_official(attack, context, _eps(attack, context))
+
+
+@register_attack
+class AutoAttack(BoundedAttack):
+    """AutoAttack (Croce & Hein, ICML 2020), Linf, from the authors' code (``pyautoattack``):
+    ``standard`` runs APGD-CE, APGD-T, FAB-T and Square, each on what the previous ones left
+    robust, with the published settings; ``plus`` and ``rand`` are the authors' other versions."""
+
+    name = "autoattack"
+    norm: ClassVar[Norm] = "Linf"
+    randomized = True
+    parts: ClassVar[tuple[str, ...] | None] = None
+    builders: ClassVar[Mapping[str, Builder]] = {"autoattack": _autoattack_official}
+
+    def __init__(self, *, version: str = "standard") -> None:
+        _check_version(version)
+        self.version = version
+
+
+@register_attack
+class AutoAttackL2(AutoAttack):
+    """AutoAttack in the L2 ball, from the authors' code (their L2 settings of each version)."""
+
+    name = "autoattack_l2"
+    norm = "L2"
+
+
+class AutoAttackPart(BoundedAttack):
+    """One of AutoAttack's own attacks, Linf, with the standard version's settings, run from the
+    authors' code as their ``run_standard_evaluation_individual`` runs it."""
+
+    norm = "Linf"
+    randomized = True
+    version: ClassVar[str] = "standard"
+    parts: ClassVar[tuple[str, ...] | None]
+    builders: ClassVar[Mapping[str, Builder]] = {"autoattack": _autoattack_official}
+
+
+@register_attack
+class APGDCE(AutoAttackPart):
+    """APGD on the cross-entropy loss: 100 iterations, 1 restart."""
+
+    name = "apgd-ce"
+    parts = ("apgd-ce",)
+
+
+@register_attack
+class APGDT(AutoAttackPart):
+    """APGD on the targeted DLR loss: 100 iterations against each of the 9 most likely other
+    classes (C - 1 where a dataset has fewer than 10 classes)."""
+
+    name = "apgd-t"
+    parts = ("apgd-t",)
+
+
+@register_attack
+class FABT(AutoAttackPart):
+    """Targeted FAB (Croce & Hein, ICML 2020): 100 iterations per target class, 9 targets."""
+
+    name = "fab-t"
+    parts = ("fab-t",)
+
+
+@register_attack
+class Square(AutoAttackPart):
+    """Square Attack (Andriushchenko et al., ECCV 2020): score-based, 5000 queries, no gradients."""
+
+    name = "square"
+    parts = ("square",)

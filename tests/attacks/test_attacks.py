@@ -27,15 +27,18 @@ from robustcam.errors import InputError, ParameterError
 from robustcam.models import CAMClassifier
 from robustcam.registry import UnknownNameError
 
-ALL_ATTACKS = ["apgd", "autoattack", "cw", "fgsm", "pgd", "pgd_l2"]
+ALL_ATTACKS = ["apgd", "autoattack-ta", "cw", "fgsm", "pgd", "pgd_l2"]  # those torchattacks runs
+OFFICIAL_ATTACKS = ["apgd-ce", "apgd-t", "autoattack", "autoattack_l2", "fab-t", "square"]  # the authors' code
+REGISTERED = sorted([*ALL_ATTACKS, *OFFICIAL_ATTACKS])
 FOOLBOX_ATTACKS = {"cw", "fgsm", "pgd", "pgd_l2"}
+NATIVE_ATTACKS = {"apgd", "fgsm", "pgd", "pgd_l2"}
 
 
 # --------------------------------------------------------------------------- registry
 
 
 def test_registry_lists_every_attack() -> None:
-    assert list_attacks() == ALL_ATTACKS
+    assert list_attacks() == REGISTERED
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
@@ -50,7 +53,7 @@ def test_every_attack_builds_with_defaults_and_its_repr_shows_its_parameters(nam
 
 
 def test_repr_shows_given_hyperparameters() -> None:
-    assert repr(build_attack("pgd", steps=7)) == "pgd(steps=7, step_factor=2.5, random_start=True)"
+    assert repr(build_attack("pgd", steps=7)) == "pgd(steps=7, step_factor=2.5, random_start=True, restarts=1)"
     assert repr(build_attack("fgsm")) == "fgsm()"
     assert repr(build_attack("cw", c=0.5)) == "cw(c=0.5, kappa=0.0, steps=100, lr=0.01)"
 
@@ -65,7 +68,7 @@ def test_attacks_compare_and_hash_by_parameters() -> None:
 def test_unknown_parameter_lists_the_valid_ones() -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown parameter\(s\) stepz for attack 'pgd'; valid: steps, step_factor, random_start",
+        match=r"unknown parameter\(s\) stepz for attack 'pgd'; valid: steps, step_factor, random_start, restarts",
     ):
         build_attack("pgd", stepz=3)
     with pytest.raises(ValueError, match="valid: none"):
@@ -75,7 +78,7 @@ def test_unknown_parameter_lists_the_valid_ones() -> None:
 def test_unknown_attack_suggests_the_closest_name() -> None:
     with pytest.raises(
         UnknownNameError,
-        match=r"unknown attack 'pgdd' \(did you mean 'pgd'\?\); valid: " + ", ".join(ALL_ATTACKS),
+        match=r"unknown attack 'pgdd' \(did you mean 'pgd'\?\); valid: " + ", ".join(REGISTERED),
     ):
         build_attack("pgdd")
 
@@ -89,6 +92,7 @@ def test_unknown_attack_suggests_the_closest_name() -> None:
         ("cw", {"lr": 0.0}, "lr"),
         ("apgd", {"loss": "hinge"}, "loss"),
         ("autoattack", {"version": "fast"}, "version"),
+        ("autoattack-ta", {"version": "fast"}, "version"),
     ],
 )
 def test_bad_hyperparameters_name_the_argument(name: str, params: dict[str, object], argument: str) -> None:
@@ -106,6 +110,7 @@ def test_bad_hyperparameters_name_the_argument(name: str, params: dict[str, obje
         ("cw", {"lr": float("inf")}, "cw.lr: inf is not a finite number"),
         ("cw", {"kappa": "big"}, "cw.kappa: 'big' is not a number"),
         ("apgd", {"restarts": 0}, "restarts must be an integer >= 1, got 0"),
+        ("pgd", {"restarts": 0}, "restarts must be an integer >= 1, got 0"),
     ],
 )
 def test_hyperparameters_are_typed_from_the_class_annotations(
@@ -189,20 +194,25 @@ def test_backend_support_matrix(name: str) -> None:
     attack = build_attack(name)
     assert get_backend("torchattacks").supports(attack)
     assert get_backend("foolbox").supports(attack) == (name in FOOLBOX_ATTACKS)
+    assert get_backend("native").supports(attack) == (name in NATIVE_ATTACKS)
+    assert attack.default_backend() == "torchattacks", "native is an extra backend, not the default (issue 10)"
 
 
-@pytest.mark.parametrize("name", ["apgd", "autoattack"])
-def test_check_supported_names_the_backends_that_can_run_it(name: str) -> None:
+@pytest.mark.parametrize(("name", "able"), [("apgd", "native, torchattacks"), ("autoattack-ta", "torchattacks")])
+def test_check_supported_names_the_backends_that_can_run_it(name: str, able: str) -> None:
     check_supported(build_attack(name), "torchattacks")
     with pytest.raises(
         AttackNotSupportedError,
-        match=rf"attack '{name}' cannot run on backend 'foolbox'; backends for it: torchattacks$",
+        match=rf"attack '{name}' cannot run on backend 'foolbox'; backends for it: {able}$",
     ):
         check_supported(build_attack(name), "foolbox")
 
 
 def test_unknown_backend_lists_the_valid_ones() -> None:
-    with pytest.raises(UnknownNameError, match=re.escape("unknown backend 'cleverhans'; valid: foolbox, torchattacks")):
+    with pytest.raises(
+        UnknownNameError,
+        match=re.escape("unknown backend 'cleverhans'; valid: autoattack, foolbox, native, torchattacks"),
+    ):
         get_backend("cleverhans")
 
 
