@@ -9,10 +9,11 @@ asking for a report, exit code 1. ``ROBUSTCAM_DEBUG=1`` shows every traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -78,11 +80,10 @@ def _choices(names: list[str]) -> str:
 
 
 def _lazy_names() -> dict[str, str]:
+    from robustcam.attacks import list_attacks
     from robustcam.data import list_datasets
     from robustcam.losses import list_losses
     from robustcam.models import list_models
-
-    from robustcam.attacks import list_attacks
 
     return {
         "datasets": _choices(list_datasets()),
@@ -115,23 +116,6 @@ def _attack_param(item: str) -> FlagSetting:
         raise InputError(f"--attack-param expects attack.param=value (e.g. cw.c=0.5), got {item!r}")
     path, parsed = parse_override(f"attack_params.{key.strip()}={value}")
     return FlagSetting(f"--attack-param {key.strip()}", ".".join(path), parsed)
-
-
-@contextmanager
-def _bad_input_from(module: str) -> Iterator[None]:
-    """A bare ``ValueError`` from the library module named ``module`` as an ``InputError``.
-
-    Only around calls into modules whose checks of user input (devices, a checkpoint without a
-    dataset, folders without evaluations) still raise ``ValueError``; ``module`` names which, so
-    each use can go once its module raises ``InputError`` itself.
-    """
-    del module  # a label for readers and grep, not used at run time
-    try:
-        yield
-    except RobustcamError:
-        raise
-    except ValueError as error:
-        raise InputError(str(error)) from error
 
 
 def _check_folder(flag: str, path: Path) -> None:
@@ -273,8 +257,7 @@ def train(
         }
     )
     cfg = load_train_config(config, overrides or [], flags=flags)
-    with _bad_input_from("robustcam.runtime"):  # device and amp are checked here, before any work
-        resolve_amp(cfg.amp, resolve_device(cfg.device))
+    resolve_amp(cfg.amp, resolve_device(cfg.device))
     run_dir = out or Path("runs") / f"{cfg.data.name}-{cfg.model.arch}-{cfg.loss.name}-s{cfg.seed}"
     _check_folder("--out", run_dir)
     console.print(f"[bold]robustcam train[/] -> {run_dir}")
@@ -324,6 +307,9 @@ class RichEvalProgress(EvalProgress):
     def on_job_start(self, name: str, total: int) -> None:
         self.tasks[name] = self.progress.add_task(name, total=total)
 
+    def on_job_resume(self, name: str, completed: int) -> None:
+        self.progress.update(self.tasks[name], completed=completed, description=f"{name} (resumed at {completed})")
+
     def on_job_advance(self, name: str, completed: int) -> None:
         self.progress.update(self.tasks[name], completed=completed)
 
@@ -336,14 +322,23 @@ def _checkpoint_name(path: Path) -> str:
 
 
 def _pct(value: float) -> str:
-    return "" if value != value else f"{100 * value:.1f}"
+    return "" if math.isnan(value) else f"{100 * value:.1f}"
 
 
 def _render_eval(result: EvalResult, title: str) -> None:
+    """The robust-accuracy matrix, the per-attack details, the library agreement and the flags."""
+    attacked = result.summary[~result.summary["attack"].isin(["clean"])]
+    console.print(_robust_matrix(attacked, title))
+    console.print(_attack_details(result.summary, attacked))
+    if not result.agreement.empty:
+        console.print(_agreement_table(result.agreement))
+    for flag in result.flags:
+        console.print(f"[yellow]warning ({flag.check}):[/] {flag.message}", highlight=False)
+
+
+def _robust_matrix(attacked: Any, title: str) -> Table:
     from robustcam.attacks import format_eps
 
-    summary = result.summary
-    attacked = summary[~summary["attack"].isin(["clean"])]
     budgets = attacked[["norm", "eps"]].drop_duplicates().sort_values(["norm", "eps"], ascending=[False, True])
     matrix = Table(title=title, title_justify="left")
     matrix.add_column("robust accuracy (%)")
@@ -356,24 +351,20 @@ def _render_eval(result: EvalResult, title: str) -> None:
         matrix.add_row(
             label, *[_pct(values.get((b.norm, b.eps), float("nan"))) for b in budgets.itertuples()], style=style
         )
-    console.print(matrix)
+    return matrix
+
+
+def _attack_details(summary: Any, attacked: Any) -> Table:
+    from robustcam.attacks import format_eps
 
     details = Table(title="per attack and eps", title_justify="left")
-    several_backends = attacked["backend"].nunique() > 2  # "all" (worst case) plus two libraries
-    columns = [
-        "attack",
-        *(["backend"] if several_backends else []),
-        "eps",
-        "robust %",
-        "success %",
-        "median norm",
-        "attacked",
-        "img/s",
-    ]
+    several_backends = attacked.loc[attacked["attack"] != "worst", "backend"].nunique() > 1
+    backend_column = ["backend"] if several_backends else []
+    columns = ["attack", *backend_column, "eps", "robust %", "success %", "median norm", "attacked", "img/s"]
     for column in columns:
         details.add_column(column, justify="left" if column in ("attack", "backend") else "right")
     for row in summary[~summary["attack"].isin(["clean", "worst"])].itertuples():
-        cells = [
+        details.add_row(
             row.attack,
             *([row.backend] if several_backends else []),
             format_eps(row.eps, row.norm),
@@ -382,25 +373,77 @@ def _render_eval(result: EvalResult, title: str) -> None:
             "" if row.median_norm != row.median_norm else f"{row.median_norm:.4f}",
             str(row.n_attacked),
             "" if row.images_per_s != row.images_per_s else f"{row.images_per_s:,.0f}",
-        ]
-        details.add_row(*cells)
-    console.print(details)
-    if not result.agreement.empty:
-        agreement = Table(title="torchattacks vs foolbox", title_justify="left")
-        for column in ("attack", "eps", "torchattacks %", "foolbox %", "difference (points)", "same verdict %"):
-            agreement.add_column(column, justify="left" if column == "attack" else "right")
-        for row in result.agreement.itertuples():
-            agreement.add_row(
-                row.attack,
-                format_eps(row.eps, row.norm),
-                _pct(row.robust_acc_torchattacks),
-                _pct(row.robust_acc_foolbox),
-                f"{row.difference_points:+.1f}",
-                _pct(row.agreement_rate),
-            )
-        console.print(agreement)
-    for flag in result.flags:
-        console.print(f"[yellow]warning ({flag.check}):[/] {flag.message}", highlight=False)
+        )
+    return details
+
+
+def _agreement_table(agreement_rows: Any) -> Table:
+    from robustcam.attacks import format_eps
+
+    agreement = Table(title="torchattacks vs foolbox", title_justify="left")
+    for column in ("attack", "eps", "torchattacks %", "foolbox %", "difference (points)", "same verdict %"):
+        agreement.add_column(column, justify="left" if column == "attack" else "right")
+    for row in agreement_rows.itertuples():
+        agreement.add_row(
+            row.attack,
+            format_eps(row.eps, row.norm),
+            _pct(row.robust_acc_torchattacks),
+            _pct(row.robust_acc_foolbox),
+            f"{row.difference_points:+.1f}",
+            _pct(row.agreement_rate),
+        )
+    return agreement
+
+
+def _backend_list(value: str | None) -> list[str] | None:
+    """``--backend``: a comma list of registered backends ('both': torchattacks and foolbox)."""
+    from robustcam.attacks import BACKENDS
+
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    names = [part for name in names for part in (["torchattacks", "foolbox"] if name == "both" else [name])]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        raise InputError(
+            f"--backend: unknown backend {', '.join(map(repr, unknown)) or repr(value)}; "
+            f"valid: {', '.join(BACKENDS.names())} (a comma list), or both"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _backends_used(cfg: Any) -> str:
+    return ", ".join(dict.fromkeys(backend for _, backend in cfg.jobs()[0]))
+
+
+_ARCH_HELP = (
+    "Architecture of a bare state_dict: a registered name, timm:<model name> (the timm extra), or a model "
+    "factory module.path:function / path/to/file.py:function (runs that code)."
+)
+_MODEL_KWARGS_HELP = "The architecture's options as a JSON object, e.g. '{\"width\": 2}'."
+_NORMALIZATION_HELP = (
+    "Input statistics preset: imagenet, cifar10, cifar100, mnist or none (default: the checkpoint's own, else "
+    "its architecture's, else the dataset's, else ImageNet's)."
+)
+
+
+def _reading_flags(
+    model_kwargs: str | None, normalization: str | None, mean: str | None, std: str | None
+) -> list[FlagSetting]:
+    """The flags that say how to read a checkpoint (``CheckpointReading``) as config settings."""
+    return _flag_settings({
+        "--model-kwargs": ("model_kwargs", model_kwargs), "--normalization": ("normalization", normalization),
+        "--mean": ("mean", _comma_list(mean)), "--std": ("std", _comma_list(std)),
+    })  # fmt: skip
+
+
+def _normalization_line(meta: dict[str, Any]) -> str:
+    """Which statistics the model normalises with, where they came from, how to change them."""
+    record = meta.get("normalization") or {}
+    return escape(
+        f"normalisation: {record.get('name')} mean={record.get('mean')} std={record.get('std')} "
+        f"({record.get('origin')}); {record.get('change')}"
+    )
 
 
 @app.command("eval")
@@ -415,7 +458,14 @@ def eval_command(
         str | None, typer.Option(help="Linf budgets in pixel units (default 1/255,2/255,4/255,8/255).")
     ] = None,
     eps_l2: Annotated[str | None, typer.Option(help="L2 budgets for L2 attacks (default 0.25,0.5,1.0).")] = None,
-    backend: Annotated[str | None, typer.Option(help="torchattacks (default), foolbox, or both.")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of attack libraries: torchattacks, foolbox, native (robustcam's best-iterate "
+            "PGD), autoattack (the authors' code); "
+            "'both' = torchattacks,foolbox. Default: each attack's own (torchattacks; the authors' for AutoAttack)."
+        ),
+    ] = None,
     n: Annotated[int | None, typer.Option(help="Evaluate a seeded random subset of n samples (default all).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per attack call (default 256).")] = None,
     steps: Annotated[
@@ -433,8 +483,26 @@ def eval_command(
     save_adv: Annotated[
         bool, typer.Option("--save-adv", help="Also write the adversarial examples to --out/adv/.")
     ] = False,
-    arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
+    attack_amp: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the attack calls under autocast: none, bf16 or fp16 (default none: fp32, since half "
+            "precision can mask gradients and overstate robustness; a flag says so when used)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the finished batches of an interrupted eval in --out (same config, checkpoint and data); "
+            "--no-resume starts over."
+        ),
+    ] = True,
+    arch: Annotated[str | None, typer.Option(help=_ARCH_HELP)] = None,
     num_classes: Annotated[int | None, typer.Option(min=2, help="Class count of a bare state_dict.")] = None,
+    model_kwargs: Annotated[str | None, typer.Option(help=_MODEL_KWARGS_HELP)] = None,
+    normalization: Annotated[str | None, typer.Option(help=_NORMALIZATION_HELP)] = None,
+    mean: Annotated[str | None, typer.Option(help="Per-channel input mean, e.g. 0.4914,0.4822,0.4465.")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel input std (with --mean), e.g. 0.247,0.2435.")] = None,
     data: Annotated[
         str | None, typer.Option(help=f"Dataset (default: the checkpoint's): {_NAMES['datasets']}.")
     ] = None,
@@ -448,17 +516,24 @@ def eval_command(
         list[str] | None, typer.Option("--set", help="Override an eval config key (repeatable).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default reports/<checkpoint name>/).")] = None,
+    robustbench_json: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a RobustBench model_info row (needs --attacks autoattack, or autoattack_l2, at a "
+            "leaderboard threat model)."
+        ),
+    ] = None,
 ) -> None:
-    """Attack one checkpoint with a matrix of attacks x eps x backends; writes per_sample.csv, summary.csv, summary.json."""
-    from robustcam.checkpoint import load_checkpoint
-    from robustcam.config import load_eval_config
-    from robustcam.evaluate import evaluate, write_eval
-    from robustcam.runs import checkpoint_dataset, eval_record
-    from robustcam.runtime import resolve_device
+    """Attack one checkpoint with a matrix of attacks x eps x backends.
 
-    backends = None if backend is None else (["torchattacks", "foolbox"] if backend == "both" else [backend])
-    if backend is not None and backend not in ("torchattacks", "foolbox", "both"):
-        raise InputError(f"--backend: unknown backend {backend!r}; valid: torchattacks, foolbox, both")
+    Writes per_sample.csv, summary.csv and summary.json. A killed eval resumes: the same command
+    again reuses the batches it finished (kept in --out/shards/ until the eval is done).
+    """
+    from robustcam.config import load_eval_config
+    from robustcam.runs import eval_record, evaluate_into, load_for_evaluation
+    from robustcam.runtime import resolve_attack_amp, resolve_device
+
+    backends = _backend_list(backend)
     flags = _flag_settings(
         {
             "--attacks": ("attacks", _comma_list(attacks)),
@@ -474,42 +549,85 @@ def eval_command(
             "--no-sanity": ("sanity", None if sanity else False),
             "--no-cam-stats": ("cam_stats", None if cam_stats else False),
             "--save-adv": ("save_adv", True if save_adv else None),
+            "--attack-amp": ("attack_amp", attack_amp),
         }
     )
+    flags += _reading_flags(model_kwargs, normalization, mean, std)
     flags += [_attack_param(item) for item in attack_param or []]
     cfg = load_eval_config(config, overrides or [], flags=flags)
     _check_dataset_name(data)
 
-    with _bad_input_from("robustcam.runtime"):
-        run_device = resolve_device(cfg.device)
-    model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
-    with _bad_input_from("robustcam.runs"):
-        dataset, data_record = checkpoint_dataset(ckpt, meta, cfg.split, name=data, root=data_root, download=download)
+    run_device = resolve_device(cfg.device)
+    with _flag("--attack-amp"):
+        resolve_attack_amp(cfg.attack_amp, run_device)  # refused before loading, not inside the progress bar
+    model, meta, dataset, data_record = load_for_evaluation(
+        ckpt,
+        cfg,
+        split=cfg.split,
+        arch=arch,
+        num_classes=num_classes,
+        data=data,
+        root=data_root,
+        download=download,
+        map_location=run_device,
+    )
     data_name = data_record["name"]
     out_dir = out or Path("reports") / _checkpoint_name(ckpt)
     _check_folder("--out", out_dir)
     _check_cam_topk(cfg.cam_topk, model.num_classes)
+    if robustbench_json is not None:  # refused before the attacks run, not after
+        _check_robustbench_plan(cfg, data_name)
+    _print_eval_header(ckpt, meta, cfg, f"{data_name}/{cfg.split}", run_device)
+    record = eval_record(cfg, ckpt, meta, data_record)
+    with _progress() as progress:
+        result = evaluate_into(
+            out_dir, model, dataset, cfg, record=record, progress=RichEvalProgress(progress), resume=resume
+        )
+    clean = f"n={result.meta['n_samples']}, clean accuracy {100 * result.meta['clean_accuracy']:.1f}%"
+    _render_eval(result, f"{_checkpoint_name(ckpt)} on {data_name} ({clean})")
+    console.print(f"saved {out_dir / 'per_sample.csv'}, {out_dir / 'summary.csv'}, {out_dir / 'summary.json'}")
+    if robustbench_json is not None:
+        _write_robustbench_row(robustbench_json, result, meta)
+
+
+def _print_eval_header(ckpt: Path, meta: dict[str, Any], cfg: Any, data: str, device: Any) -> None:
+    """The checkpoint's warnings, what is attacked with what, and the input normalisation."""
     for warning in meta.get("warnings", []):
         console.print(f"[yellow]checkpoint:[/] {warning}", highlight=False)
-    attack_objects = cfg.build_attacks()
     console.print(
         f"[bold]robustcam eval[/] {ckpt} ({meta.get('arch')}, {meta.get('loss', {}).get('name', 'unknown loss')}) "
-        f"on {data_name}/{cfg.split}: {', '.join(map(repr, attack_objects))} with {', '.join(cfg.backends)} "
-        f"on {run_device}",
+        f"on {data}: {', '.join(map(repr, cfg.build_attacks()))} with {_backends_used(cfg)} on {device}",
         highlight=False,
     )
-    with _progress() as progress:
-        result = evaluate(
-            model, dataset, cfg, adv_dir=out_dir / "adv" if cfg.save_adv else None, progress=RichEvalProgress(progress)
-        )
-    record = eval_record(cfg, ckpt, meta, data_record)
-    write_eval(result, out_dir, config=record)
-    clean = result.meta["clean_accuracy"]
-    _render_eval(
-        result,
-        f"{_checkpoint_name(ckpt)} on {data_name} (n={result.meta['n_samples']}, clean accuracy {100 * clean:.1f}%)",
-    )
-    console.print(f"saved {out_dir / 'per_sample.csv'}, {out_dir / 'summary.csv'}, {out_dir / 'summary.json'}")
+    console.print(_normalization_line(meta), highlight=False)
+
+
+def _check_robustbench_plan(cfg: Any, data_name: str) -> None:
+    from robustcam.robustbench import check_robustbench
+
+    budgets = cfg.budgets()
+    planned = {
+        "attacks": [{"name": a.name, "norm": a.norm, "params": a.params()} for a in cfg.build_attacks()],
+        "backends": list(dict.fromkeys(backend for _, backend in cfg.jobs()[0])),
+        "eps": budgets["Linf"],
+        "eps_l2": budgets["L2"],
+        "dataset": {"name": data_name},
+    }
+    with _flag("--robustbench-json"):
+        check_robustbench(planned)
+
+
+def _write_robustbench_row(path: Path, result: Any, meta: dict[str, Any]) -> None:
+    """The RobustBench row of a finished evaluation, refused in one line when it is not one."""
+    import json
+
+    from robustcam.io import atomic_write_text
+    from robustcam.robustbench import robustbench_row
+
+    with _flag("--robustbench-json"):
+        row = robustbench_row(result.summary, result.meta, meta)
+    atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+    console.print(f"saved {path} (RobustBench model_info row; fill in name, authors, link, venue)")
 
 
 # --------------------------------------------------------------------------- report, cam, quickstart
@@ -537,8 +655,7 @@ def report_command(
     from robustcam.report import load_evaluations, render_report, write_report
 
     _check_folder("--out", out)
-    with _bad_input_from("robustcam.report.load"):  # a path that holds no evaluation
-        evaluations = load_evaluations(paths)
+    evaluations = load_evaluations(paths)
     files = write_report(evaluations, out, primary=primary or None, bootstrap=bootstrap, seed=seed)
     render_report(files, console)
 
@@ -551,10 +668,16 @@ def cam_command(
     indices: Annotated[str | None, typer.Option(help="Comma-separated dataset indices to show.")] = None,
     attack: Annotated[str, typer.Option(help=f"Attack: {_NAMES['attacks']}.")] = "pgd",
     eps: Annotated[str, typer.Option(help="Budget of the attack (Linf pixel units, or L2 for L2 attacks).")] = "4/255",
-    backend: Annotated[str, typer.Option(help="torchattacks or foolbox.")] = "torchattacks",
+    backend: Annotated[
+        str | None, typer.Option(help="torchattacks, foolbox, native or autoattack (default: the attack's own).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the sample choice and the random start.")] = 0,
-    arch: Annotated[str | None, typer.Option(help="Architecture of a bare state_dict.")] = None,
+    arch: Annotated[str | None, typer.Option(help=_ARCH_HELP)] = None,
     num_classes: Annotated[int | None, typer.Option(min=2, help="Class count of a bare state_dict.")] = None,
+    model_kwargs: Annotated[str | None, typer.Option(help=_MODEL_KWARGS_HELP)] = None,
+    normalization: Annotated[str | None, typer.Option(help=_NORMALIZATION_HELP)] = None,
+    mean: Annotated[str | None, typer.Option(help="Per-channel input mean (with --std).")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel input std (with --mean).")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -563,12 +686,11 @@ def cam_command(
     import torch
 
     from robustcam.attacks import build_attack, check_supported, format_eps, parse_eps_list
-    from robustcam.checkpoint import load_checkpoint
-    from robustcam.config import check_device
+    from robustcam.config import check_device, load_checkpoint_reading
     from robustcam.evaluate import cam_examples, select_samples
     from robustcam.io import atomic_write_text
     from robustcam.report import plot_cam_grid
-    from robustcam.runs import checkpoint_dataset
+    from robustcam.runs import load_for_evaluation
     from robustcam.runtime import resolve_device
 
     with _flag("--device"):
@@ -577,15 +699,24 @@ def cam_command(
     _check_image_file("--out", out)
     with _flag("--attack"):
         attack_object = build_attack(attack)
+    backend = backend or attack_object.default_backend()
     with _flag("--backend"):
         check_supported(attack_object, backend)
     with _flag("--eps"):
         (budget,) = parse_eps_list([eps], norm=attack_object.norm)
-    with _bad_input_from("robustcam.runtime"):
-        run_device = resolve_device(device)
-    model, meta = load_checkpoint(ckpt, arch=arch, num_classes=num_classes, map_location=run_device)
-    with _bad_input_from("robustcam.runs"):
-        dataset, _ = checkpoint_dataset(ckpt, meta, "test", name=data, root=data_root)
+    reading = load_checkpoint_reading(_reading_flags(model_kwargs, normalization, mean, std))
+    run_device = resolve_device(device)
+    model, meta, dataset, _ = load_for_evaluation(
+        ckpt,
+        reading,
+        split="test",
+        arch=arch,
+        num_classes=num_classes,
+        data=data,
+        root=data_root,
+        map_location=run_device,
+    )
+    console.print(_normalization_line(meta), highlight=False)
     if indices:
         chosen = torch.tensor(_parse_indices(indices, len(dataset)))
     else:
@@ -594,19 +725,16 @@ def cam_command(
     label = format_eps(budget, attack_object.norm)
     title = f"{_checkpoint_name(ckpt)}: {attack} at {label} ({backend}); CAMs normalised for display"
     plot_cam_grid(result.examples, out, max_samples=len(chosen), title=title)
-    table = result.statistics
-    atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
+    atomic_write_text(out.with_suffix(".csv"), result.statistics.to_csv(index=False))
+    console.print(_cam_statistics_table(result.statistics, title))
+    console.print(f"saved {out} and {out.with_suffix('.csv')}")
+
+
+def _cam_statistics_table(table: Any, title: str) -> Table:
+    """Per sample: the predictions and the negative-CAM peak and homogeneity, clean and adversarial."""
     view = Table(title=title, title_justify="left")
-    for column in (
-        "index",
-        "label",
-        "clean pred",
-        "adv pred",
-        "neg peak clean",
-        "neg peak adv",
-        "homog. clean",
-        "homog. adv",
-    ):
+    headers = ("index", "label", "clean pred", "adv pred", "neg peak clean", "neg peak adv", "homog. clean")
+    for column in (*headers, "homog. adv"):
         view.add_column(column, justify="right")
     for row in table.itertuples():
         view.add_row(
@@ -619,8 +747,7 @@ def cam_command(
             f"{row.clean_neg_homogeneity:.3f}",
             f"{row.adv_neg_homogeneity:.3f}",
         )
-    console.print(view)
-    console.print(f"saved {out} and {out.with_suffix('.csv')}")
+    return view
 
 
 def _parse_indices(text: str, size: int) -> list[int]:
@@ -716,7 +843,7 @@ def sweep_command(
     """Train and evaluate every cell of a grid (losses x noise x seeds ...); resumable, local or on Ray."""
     import time
 
-    from robustcam.sweep import cell_dir, cell_status, load_sweep, resolve_executor, run_cell, run_sweep
+    from robustcam.sweep import cell_status, load_sweep, resolve_executor
 
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
@@ -726,22 +853,48 @@ def sweep_command(
     root = out or default_out
     _check_folder("--out", root)
     statuses = [cell_status(root, cell) for cell in cells]
-    table = Table(title=f"{sweep.name or config.stem}: {len(cells)} cells in {root}", title_justify="left")
-    for column in ("#", "cell", "status"):
-        table.add_column(column)
-    for cell, status in zip(cells, statuses):
-        colour = {"done": "green", "partial": "yellow", "todo": "white"}[status]
-        table.add_row(str(cell.index), cell.label, f"[{colour}]{status}[/]")
     if dry_run:
-        console.print(table)
-        console.print(
-            f"{statuses.count('done')} done, {statuses.count('partial')} partly done, {statuses.count('todo')} to do"
-        )
+        _print_sweep_plan(f"{sweep.name or config.stem}: {len(cells)} cells in {root}", root, cells, statuses)
         return
     began = time.perf_counter()
     todo = len(cells) - statuses.count("done")
     where = f"{executor} ({workers} workers)" if executor == "processes" else executor
     console.print(f"[bold]robustcam sweep[/] {config}: {todo} of {len(cells)} cells to run with {where}")
+    table_out = _run_sweep_cells(root, cells, todo, executor=executor, workers=workers, address=address)
+    console.print(f"saved {root / 'sweep.csv'} ({len(table_out)} rows) in {time.perf_counter() - began:.1f} s")
+    if report:
+        _report_sweep(root, cells, sweep.report.primary)
+
+
+def _print_sweep_plan(title: str, root: Path, cells: list[Any], statuses: Sequence[str]) -> None:
+    """``--dry-run``: every cell with its status, the counts, and folders of an earlier grid."""
+    from robustcam.sweep import stale_cell_dirs
+
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "cell", "status"):
+        table.add_column(column)
+    for cell, status in zip(cells, statuses):
+        colour = {"done": "green", "partial": "yellow", "todo": "white"}[status]
+        table.add_row(str(cell.index), cell.label, f"[{colour}]{status}[/]")
+    console.print(table)
+    console.print(
+        f"{statuses.count('done')} done, {statuses.count('partial')} partly done, {statuses.count('todo')} to do"
+    )
+    stale = stale_cell_dirs(root, cells)
+    if stale:
+        console.print(
+            f"[yellow]{len(stale)} cell folder(s) of an earlier grid (not reported):[/] "
+            + ", ".join(p.name for p in stale),
+            highlight=False,
+        )
+
+
+def _run_sweep_cells(
+    root: Path, cells: list[Any], todo: int, *, executor: str, workers: int, address: str | None
+) -> Any:
+    """Run the cells on ``executor``, one line as each finishes; Ctrl-C says what is kept."""
+    from robustcam.sweep import cell_dir, run_cell, run_sweep
+
     finished = 0
 
     def on_cell_done(cell: Any, row: dict[str, Any]) -> None:  # called as each cell finishes, in any order
@@ -753,6 +906,9 @@ def sweep_command(
             highlight=False,
         )
 
+    def on_cell_skipped(cell: Any, reason: str) -> None:
+        console.print(f"[yellow]cell skipped[/]: {cell.label}: {reason}", highlight=False)
+
     def run_with_progress(folder: Path, cell: Any) -> dict[str, Any]:
         console.rule(cell.label)
         with _progress() as progress:
@@ -762,24 +918,34 @@ def sweep_command(
 
     try:
         # progress bars only where cells run in this process; elsewhere the runner would be pickled
-        table_out = run_sweep(
+        return run_sweep(
             root,
             cells,
             executor=executor,
             workers=workers,
             address=address,
             on_cell_done=on_cell_done,
+            on_cell_skipped=on_cell_skipped,
             runner=run_with_progress if executor == "local" else None,
         )
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted: finished cells and epochs are saved in {root}; re-run to continue[/]")
         raise typer.Exit(130) from None
-    console.print(f"saved {root / 'sweep.csv'} ({len(table_out)} rows) in {time.perf_counter() - began:.1f} s")
-    if report and len(table_out):
-        from robustcam.report import load_evaluations, render_report, write_report
 
-        files = write_report(load_evaluations([root / "cells"]), root / "report", primary=sweep.report.primary)
-        render_report(files, console)
+
+def _report_sweep(root: Path, cells: list[Any], primary: Any) -> None:
+    """The report over every finished cell, with warnings about the cells left out."""
+    from robustcam.sweep import report_inputs
+
+    inputs = report_inputs(root, cells)
+    if not inputs.folders:
+        return
+    from robustcam.report import load_evaluations, render_report, write_report
+
+    files = write_report(
+        load_evaluations(list(inputs.folders)), root / "report", primary=primary, warnings=inputs.warnings
+    )
+    render_report(files, console)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -788,7 +954,8 @@ BUG_REPORT = "this is a bug in robustcam: please report it with the traceback ab
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[red]error:[/] {' '.join(message.split())}", highlight=False, soft_wrap=True)
+    # escaped: a message may quote text in brackets (pip install -e ".[timm]") that rich would eat as markup
+    err_console.print(f"[red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 

@@ -14,6 +14,7 @@ plugin, so ``loss.focal.gamma: abc`` is "'abc' is not a number" at load time.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,8 +27,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -43,10 +46,11 @@ from robustcam.attacks import (
     parse_eps_list,
 )
 from robustcam.data import DATASETS
-from robustcam.errors import ConfigError, InputError, ParameterError, describe_invalid
+from robustcam.errors import ConfigError, InputError, ParameterError, describe_invalid, show_value
 from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2
 from robustcam.losses import LOSSES
-from robustcam.models import MODELS
+from robustcam.models import MODELS, Normalization
+from robustcam.models.normalization import check_statistics, explicit_normalization, get_normalization
 from robustcam.noise import NOISE_KINDS, NoiseSpec
 from robustcam.registry import check_parameters, keyword_parameters, unknown_parameters
 
@@ -159,6 +163,8 @@ class ModelConfig(StrictModel):
     def _check_options(self) -> ModelConfig:
         # types only (building a model here would be slow); the options are the factory's keyword-only arguments
         entry = MODELS.get(self.arch)
+        if not entry.typed_options:  # timm's and user factories' options are checked by their own code
+            return self
         factory = getattr(entry, "factory", entry)
         problems = parameter_problems(
             factory, self.options, what=f"architecture {self.arch!r}", loc=("options",), build=False
@@ -308,7 +314,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value (e.g. loss.name=focal), got {text!r}")
-    path = [part for part in key.strip().split(".")]
+    path = key.strip().split(".")
     if any(not part for part in path):
         raise ConfigError(f"--set has an empty key part in {key!r}")
     try:
@@ -511,17 +517,99 @@ def _budgets(values: Iterable[str]) -> list[str | float]:
 EpsList = list[str | Annotated[float, AllowInfNan()]]
 
 
-def _torchattacks() -> list[str]:
-    return ["torchattacks"]
+def parse_model_kwargs(text: str) -> dict[str, Any]:
+    """``--model-kwargs '{"width": 2}'``: a JSON object of architecture options."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{show_value(text)} is not JSON ({error.msg} at column {error.colno}); "
+            "write an object such as '{\"width\": 2}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f'{show_value(text)} is a JSON {type(value).__name__}, not an object such as {{"width": 2}}')
+    return value
 
 
-class EvalConfig(StrictModel):
-    """The attack matrix for ``robustcam eval`` (also the ``eval:`` section of sweep configs)."""
+# Keys of CheckpointReading left out of a dump while unset, so digests of configs from before them stay.
+_READING_KEYS = ("normalization", "mean", "std", "model_kwargs")
+
+
+class CheckpointReading(StrictModel):
+    """How to read a checkpoint for ``robustcam eval`` and ``robustcam cam``: the statistics
+    its model normalises inputs with and its architecture's options (bare state_dicts above all).
+
+    ``normalization`` names a preset (``robustcam.models.normalization``) or ``mean`` and
+    ``std`` give the values; unset, the loader decides (``robustcam.checkpoint.load_checkpoint``).
+    """
+
+    normalization: str | None = Field(None, description="input statistics preset: imagenet, cifar10, ..., none")
+    mean: list[float] | None = Field(None, description="per-channel mean, with std, instead of a preset")
+    std: list[float] | None = Field(None, description="per-channel std, with mean, instead of a preset")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="the architecture's options (JSON on the command line)"
+    )
+
+    @field_validator("normalization")
+    @classmethod
+    def _known_normalization(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_normalization(value)
+        return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _valid_statistics(cls, values: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if values is not None:
+            check_statistics(str(info.field_name), values)
+        return values
+
+    @field_validator("model_kwargs", mode="before")
+    @classmethod
+    def _json_model_kwargs(cls, value: object) -> object:
+        return parse_model_kwargs(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> CheckpointReading:
+        self.chosen_normalization()  # a preset and values together, or mean without std
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unset_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in _READING_KEYS:
+            if key in data and data[key] in (None, {}):
+                del data[key]
+        return data
+
+    def chosen_normalization(self) -> Normalization | None:
+        """The statistics the user chose, or None to leave the choice to the loader."""
+        return explicit_normalization(self.normalization, self.mean, self.std)
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        """The ``load_checkpoint`` keyword arguments these settings give."""
+        return {"normalization": self.chosen_normalization(), "model_kwargs": self.model_kwargs or None}
+
+
+def load_checkpoint_reading(flags: Iterable[FlagSetting]) -> CheckpointReading:
+    """``CheckpointReading`` from command-line flags only (``robustcam cam``), validated."""
+    raw: dict[str, Any] = {}
+    origins = apply_settings(raw, flags=flags)
+    reading: CheckpointReading = validate_config(CheckpointReading, raw, source="command line", overridden=origins)
+    return reading
+
+
+class EvalConfig(CheckpointReading):
+    """The attack matrix for ``robustcam eval`` (also the ``eval:`` section of sweep configs),
+    and how to read the checkpoint (``CheckpointReading``: normalization, mean, std, model_kwargs).
+    """
 
     attacks: list[str] = Field(default_factory=lambda: ["pgd"], description="registered attack names")
     eps: EpsList = Field(default_factory=lambda: _budgets(DEFAULT_EPS), description="Linf, pixel units")
     eps_l2: EpsList = Field(default_factory=lambda: _budgets(DEFAULT_EPS_L2), description="L2 budgets")
-    backends: list[str] = Field(default_factory=lambda: _torchattacks(), description="attack libraries")
+    backends: list[str] | None = Field(
+        None, description="attack libraries; default: each attack's own (torchattacks; the authors' for AutoAttack)"
+    )
     n: int | None = Field(None, ge=1, description="evaluate a seeded random subset of this size")
     batch_size: int = Field(256, ge=1)
     split: Literal["test", "train"] = "test"
@@ -536,6 +624,9 @@ class EvalConfig(StrictModel):
     )
     device: Device = "auto"
     save_adv: bool = False
+    attack_amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="autocast dtype of the attack calls; none: fp32 (half precision can mask gradients)"
+    )
 
     @field_validator("attacks")
     @classmethod
@@ -548,7 +639,9 @@ class EvalConfig(StrictModel):
 
     @field_validator("backends")
     @classmethod
-    def _known_backends(cls, values: list[str]) -> list[str]:
+    def _known_backends(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
         if not values:
             raise ValueError(f"give at least one backend; valid: {', '.join(BACKENDS.names())}")
         for name in values:
@@ -589,7 +682,7 @@ class EvalConfig(StrictModel):
                     f"{attack.name} is a {kind} {attack.norm} attack: give its budgets with "
                     f"--{flag.replace('_', '-')} ({flag} in a config file)"
                 )
-            if not any(attack.supports(b) for b in self.backends):
+            if self.backends is not None and not any(attack.supports(b) for b in self.backends):
                 check_supported(attack, self.backends[0])
         norms = {attack.norm for attack in self.build_attacks()}
         for field, norm in (("eps", "Linf"), ("eps_l2", "L2")):
@@ -619,14 +712,16 @@ class EvalConfig(StrictModel):
 
     def jobs(self) -> tuple[list[tuple[Attack, str]], list[str]]:
         """(attack, backend) pairs to run, in attack order, and notes on the pairs left out
-        because a backend has no implementation of the attack (another backend runs it)."""
+        because a backend has no implementation of the attack (another backend runs it).
+        Without ``backends``, each attack runs on its own default backend."""
         jobs: list[tuple[Attack, str]] = []
         skipped: list[str] = []
         for attack in self.build_attacks():
-            able = [b for b in self.backends if attack.supports(b)]
+            chosen = self.backends if self.backends is not None else [attack.default_backend()]
+            able = [b for b in chosen if attack.supports(b)]
             skipped += [
                 f"{attack.name} has no {b} implementation; ran it on {', '.join(able)} only"
-                for b in self.backends
+                for b in chosen
                 if b not in able
             ]
             jobs += [(attack, b) for b in able]

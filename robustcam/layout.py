@@ -18,6 +18,9 @@ An evaluation directory (``robustcam eval``, ``<run>/eval``)::
     examples.pt       a few samples with their CAMs, for figures
     maxboxacc_v2.csv  per-example best-box IoUs per CAM threshold (datasets with boxes)
     complete.json     written last, atomically: the evaluation is finished
+    shards/           while it runs: what resuming a killed evaluation needs, removed once it is finished
+      evaluation.json                     the digests of the eval config, model weights and data it belongs to
+      <attack>/<backend>/batch00000.pt    one finished (job, batch): its rows at every eps (robustcam.evaluate.shards)
 
 A sweep directory (``robustcam sweep``)::
 
@@ -26,7 +29,15 @@ A sweep directory (``robustcam sweep``)::
     report/                the report over the cells
 
 Markers are written last and atomically (``robustcam.io``), so a folder without its marker
-is unfinished, never mistaken for complete.
+is unfinished, never mistaken for complete. An evaluation's marker also lists the files it
+wrote and the number of per-sample rows, and an evaluation into a folder that holds another
+one first removes the old marker, then the old files: records of one evaluation are never
+read with another one's summary.
+
+Every run, eval and cell directory has a lock while it is written (``robustcam.io.directory_lock``)::
+
+    .lock             the lock file (an OS lock: released when its process ends, however it ends)
+    .lock.json        who holds it (pid, host, since when), for the message another process shows
 """
 
 from __future__ import annotations
@@ -56,6 +67,25 @@ EXAMPLES_FILE = "examples.pt"
 MAXBOXACC_FILE = "maxboxacc_v2.csv"
 EVAL_COMPLETE = "complete.json"
 ADV_DIR = "adv"
+# what one evaluation writes besides its marker (ADV_DIR too, with --save-adv)
+EVAL_FILES = (PER_SAMPLE_FILE, SUMMARY_FILE, SUMMARY_JSON_FILE, EXAMPLES_FILE, MAXBOXACC_FILE)
+SHARDS_DIR = "shards"
+SHARDS_IDENTITY_FILE = "evaluation.json"
+_SHARD_PREFIX, _SHARD_SUFFIX = "batch", ".pt"
+
+
+def shard_file(attack: str, backend: str, batch_index: int) -> str:
+    """A (job, batch) shard's path inside ``SHARDS_DIR``: ``pgd/torchattacks/batch00003.pt``."""
+    return f"{attack}/{backend}/{_SHARD_PREFIX}{batch_index:05d}{_SHARD_SUFFIX}"
+
+
+def shard_batch_index(name: str) -> int | None:
+    """The batch index a shard file's name holds (``batch00003.pt`` -> 3); None for other names."""
+    digits = name.removeprefix(_SHARD_PREFIX).removesuffix(_SHARD_SUFFIX)
+    if name.startswith(_SHARD_PREFIX) and name.endswith(_SHARD_SUFFIX) and digits.isdigit() and digits.isascii():
+        return int(digits)
+    return None
+
 
 # --------------------------------------------------------------------------- sweep directory
 
@@ -63,6 +93,11 @@ CELLS_DIR = "cells"
 CELL_MARKER = "cell.json"
 SWEEP_CSV = "sweep.csv"
 REPORT_DIR = "report"
+
+# --------------------------------------------------------------------------- locks
+
+LOCK_FILE = ".lock"
+LOCK_OWNER_FILE = ".lock.json"
 
 # --------------------------------------------------------------------------- records
 
@@ -135,7 +170,10 @@ __all__ = [
     "DEFAULT_EPS_L2",
     "EVAL_COMPLETE",
     "EVAL_DIR",
+    "EVAL_FILES",
     "EXAMPLES_FILE",
+    "LOCK_FILE",
+    "LOCK_OWNER_FILE",
     "MAXBOXACC_FILE",
     "MAXBOXACC_PREFIX",
     "MODEL_FILE",
@@ -143,6 +181,8 @@ __all__ = [
     "RECORD_COLUMNS",
     "REPORT_DIR",
     "RUN_COMPLETE",
+    "SHARDS_DIR",
+    "SHARDS_IDENTITY_FILE",
     "SUMMARY_FILE",
     "SUMMARY_JSON_FILE",
     "SWEEP_CSV",
@@ -152,4 +192,6 @@ __all__ = [
     "config_digest",
     "digest",
     "placement_free",
+    "shard_batch_index",
+    "shard_file",
 ]

@@ -11,6 +11,7 @@ import contextlib
 import os
 import platform
 import random
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -54,6 +55,42 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         raise InputError(f"amp={amp} needs a CUDA device, got {device.type}; use amp=none or amp=auto")
     return AMP_DTYPES[amp]
+
+
+def resolve_attack_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype the attacks of an evaluation run under (``attack_amp``), or None.
+
+    None (``none``, the default) means fp32 even for a model trained with AMP: half precision
+    can round small input gradients to zero (gradient masking by the evaluator, not the
+    model), which overstates robustness. A dtype torch cannot autocast to on ``device`` is an
+    ``InputError`` in one line.
+    """
+    if amp == "none":
+        return None
+    if amp not in AMP_DTYPES:
+        raise InputError(f"attack_amp must be one of none, bf16, fp16, got {amp!r}")
+    dtype = AMP_DTYPES[amp]
+    if not _autocast_supported(device, dtype):
+        raise InputError(
+            f"attack_amp={amp}: torch {torch.__version__} has no {amp} autocast on {device.type}; "
+            "use attack_amp=none (fp32) or bf16"
+        )
+    return dtype
+
+
+def _autocast_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    # torch disables an unsupported CPU autocast dtype with a warning and refuses one on CUDA
+    # with an error; either way, the attacks would not run in the dtype the config names
+    if not torch.amp.is_autocast_available(device.type):
+        return False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                enabled = torch.is_autocast_enabled(device.type)
+        except RuntimeError:
+            return False
+    return enabled and not any("autocast" in str(w.message).lower() for w in caught)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:

@@ -135,9 +135,9 @@ def test_eval_writes_records_and_prints_the_matrix(
         (["--attacks", "pgdd"], "unknown attack 'pgdd' (did you mean 'pgd'?)"),
         (["--eps", "2"], "Linf eps must be in [0, 1]"),
         (["--eps", "-1/255"], "eps must be >= 0"),
-        (["--backend", "fool"], "unknown backend 'fool'; valid: torchattacks, foolbox, both"),
+        (["--backend", "fool"], "unknown backend 'fool'; valid: autoattack, foolbox, native, torchattacks"),
         (["--attacks", "cw", "--eps", "8/255"], "eps gives Linf budgets but no Linf attack runs (cw)"),
-        (["--attacks", "apgd", "--backend", "foolbox"], "backends for it: torchattacks"),
+        (["--attacks", "apgd", "--backend", "foolbox"], "backends for it: native, torchattacks"),
         (["--attack-param", "cw.cc=1", "--attacks", "cw"], "unknown parameter(s) cc for attack 'cw'"),
         (["--data", "cifar10", "--data-root", "/nonexistent"], "/nonexistent"),
     ],
@@ -250,7 +250,7 @@ def test_report_reads_saved_evaluations(checkpoint: Path, tmp_path: Path, capsys
             capsys,
         )
         evals.append(str(out))
-    code, stdout, _ = _run(["report", *evals, "--out", str(tmp_path / "compare"), "--bootstrap", "50"], capsys)
+    code, _, _ = _run(["report", *evals, "--out", str(tmp_path / "compare"), "--bootstrap", "50"], capsys)
     assert code == 0
     models = __import__("pandas").read_csv(tmp_path / "compare" / "models.csv")
     assert len(models) == 2 and "fgsm@8/255" in models.columns
@@ -270,7 +270,7 @@ def test_cam_writes_the_grid_and_its_statistics(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cams.png"
-    code, stdout, _ = _run(
+    code, _, _ = _run(
         ["cam", "--ckpt", str(checkpoint), "--n", "3", "--attack", "fgsm", "--eps", "8/255", "--out", str(out)], capsys
     )
     assert code == 0 and out.stat().st_size > 1000
@@ -278,3 +278,48 @@ def test_cam_writes_the_grid_and_its_statistics(
     assert len(table) == 3 and {"clean_neg_peak_max", "adv_neg_peak_max"} <= set(table.columns)
     code, _, err = _run(["cam", "--ckpt", str(checkpoint), "--indices", "99999", "--out", str(out)], capsys)
     assert code == 2 and "--indices must be in [0, 359]" in err
+
+
+def test_eval_of_a_bare_state_dict_says_which_normalisation_it_used(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import torch
+
+    model, meta = load_checkpoint(checkpoint)
+    bare = tmp_path / "bare.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}, bare)
+    common = ["eval", "--ckpt", str(bare), "--arch", "smallcnn", "--model-kwargs", '{"width": 4}', "--data", "digits",
+              "--attacks", "fgsm", "--eps", "8/255", "--n", "8", "--no-sanity"]  # fmt: skip
+    for extra, source, name in ((["--mean", "0.25", "--std", "0.5"], "given", "custom"), ([], "dataset", "digits")):
+        out = tmp_path / f"eval-{source}"
+        code, stdout, _ = _run([*common, *extra, "--out", str(out)], capsys)
+        assert code == 0
+        record = json.loads((out / "summary.json").read_text())["config"]["normalization"]
+        assert (record["source"], record["name"]) == (source, name)
+        assert "--normalization NAME (imagenet, cifar10, cifar100, mnist, none)" in record["change"]
+        flat = " ".join(stdout.split())
+        assert f"normalisation: {name} mean={record['mean']}" in flat and "change with --normalization" in flat
+    # without a choice a bare state_dict gets the evaluated dataset's statistics: the trained model's here
+    assert record["mean"] == meta["mean"] and record["std"] == meta["std"]
+
+
+def test_without_timm_a_timm_arch_is_one_line_with_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    import torch
+
+    from robustcam.models import MODELS
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if the timm extra were not installed
+    monkeypatch.setattr(MODELS, "_resolved", {})  # names resolved earlier in the session are forgotten
+    bare = tmp_path / "resnet.pth"
+    torch.save({"fc.weight": torch.zeros(2, 4)}, bare)
+    code, _, err = _run(["eval", "--ckpt", str(bare), "--arch", "timm:resnet50", "--data", "digits"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert 'timm architectures need the optional timm package: pip install -e ".[timm]"' in err
+    code, _, err = _run(["train", "--arch", "timm:resnet50", "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and 'pip install -e ".[timm]"' in err

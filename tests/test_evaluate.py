@@ -332,7 +332,14 @@ def test_summary_recomputes_from_per_sample_records_in_memory_and_from_csv(
     pd.testing.assert_frame_equal(summarize(result.per_sample), expected, check_exact=True)
 
     out = write_eval(result, tmp_path / "eval")
-    assert {p.name for p in out.iterdir()} == {"per_sample.csv", "summary.csv", "summary.json", "examples.pt"}
+    assert {p.name for p in out.iterdir()} == {
+        "per_sample.csv",
+        "summary.csv",
+        "summary.json",
+        "examples.pt",
+        "complete.json",
+        ".lock",
+    }
     reread = pd.read_csv(out / "per_sample.csv")
     assert len(reread) == len(result.per_sample) and list(reread.columns) == list(result.per_sample.columns)
     pd.testing.assert_frame_equal(summarize(reread), expected, check_exact=True, check_dtype=False)
@@ -489,7 +496,9 @@ def test_inputs_outside_the_unit_interval_are_an_error_not_a_clamp(
 
 
 def test_unknown_backend_and_attack_list_the_valid_ones(tiny_model: CAMClassifier, digits_test: ImageDataset) -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown backend 'cleverhans'; valid: foolbox, torchattacks"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown backend 'cleverhans'; valid: autoattack, foolbox, native, torchattacks"
+    ):
         evaluate(tiny_model, digits_test, ["fgsm"], backends=["cleverhans"])
     with pytest.raises(UnknownNameError, match=r"unknown attack 'fsgm' \(did you mean 'fgsm'\?\)"):
         evaluate(tiny_model, digits_test, ["fsgm"])
@@ -502,7 +511,7 @@ def test_an_attack_no_chosen_backend_runs_is_an_error_naming_the_ones_that_can(
 ) -> None:
     with pytest.raises(
         AttackNotSupportedError,
-        match="attack 'apgd' cannot run on backend 'foolbox'; backends for it: torchattacks",
+        match="attack 'apgd' cannot run on backend 'foolbox'; backends for it: native, torchattacks",
     ):
         evaluate(tiny_model, digits_test, ["apgd"], backends=["foolbox"])
 

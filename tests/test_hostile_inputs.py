@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from robustcam.cli import BUG_REPORT, main
 
@@ -107,6 +108,25 @@ TRAIN_CASES: list[Case] = [
     ("out-is-a-file", ["--out", "{files}/invalid.yaml"], "--out: {files}/invalid.yaml is a file, not a folder"),
 ]
 
+# How a checkpoint is read: its normalisation and its architecture's options (eval and cam alike).
+NORMALIZATION_CASES: list[Case] = [
+    (
+        "normalization-typo",
+        ["--normalization", "cifar"],
+        "--normalization: unknown normalization 'cifar' (did you mean 'cifar10'?); valid: imagenet, cifar10, "
+        "cifar100, mnist, none",
+    ),
+    ("mean-nan", ["--mean", "nan", "--std", "1"], "--mean: mean[0]: 'nan' is not a finite number"),
+    ("mean-text", ["--mean", "grey", "--std", "1"], "--mean: mean[0]: 'grey' is not a number"),
+    ("mean-two-values", ["--mean", "0.1,0.2", "--std", "1"], "--mean: mean has 2 values (0.1,0.2); give 1"),
+    ("std-zero", ["--mean", "0.5", "--std", "0"], "--std: std must be > 0 for every channel, got 0"),
+    ("mean-without-std", ["--mean", "0.5"], "give mean and std together (--mean and --std); std is missing"),
+    ("normalization-and-mean", ["--normalization", "none", "--mean", "0.5", "--std", "1"], "not both"),
+    # braces doubled: the cases are str.format templates
+    ("model-kwargs-not-json", ["--model-kwargs", "{{width: 4}}"], "--model-kwargs: '{{width: 4}}' is not JSON"),
+    ("model-kwargs-a-list", ["--model-kwargs", "[4]"], "--model-kwargs: '[4]' is a JSON list, not an object"),
+]
+
 EVAL_CASES: list[Case] = [
     ("eps-nan", ["--eps", "nan"], "--eps: eps must be a finite number, got nan"),
     ("eps-two", ["--eps", "2"], "--eps: Linf eps must be in [0, 1]"),
@@ -129,7 +149,7 @@ EVAL_CASES: list[Case] = [
     ("cw-lr-inf", ["--attacks", "cw", "--eps-l2", "0.5", "--attack-param", "cw.lr=.inf"], "cw.lr: inf is not a finite"),
     ("attack-typo", ["--attacks", "pgdd"], "--attacks: unknown attack 'pgdd' (did you mean 'pgd'?)"),
     ("backend-typo", ["--backend", "fool"], "--backend: unknown backend 'fool'"),
-    ("backend-unsupported", ["--attacks", "apgd", "--backend", "foolbox"], "backends for it: torchattacks"),
+    ("backend-unsupported", ["--attacks", "apgd", "--backend", "foolbox"], "backends for it: native, torchattacks"),
     ("linf-budget-for-l2-attack", ["--attacks", "cw", "--eps", "8/255"], "no Linf attack runs (cw)"),
     ("n-zero", ["--n", "0"], "--n: 0 is not >= 1"),
     ("n-text", ["--n", "all"], "--n: 'all' is not an integer"),
@@ -145,12 +165,26 @@ EVAL_CASES: list[Case] = [
     ("attack-params-not-a-mapping", ["--set", "attack_params.pgd=3"], "--set attack_params.pgd: 3 is not a mapping"),
     ("cam-topk-too-large", ["--set", "cam_topk=20"], "cam_topk: 20 must be smaller than the number of classes (10)"),
     ("out-is-a-file", ["--out", "{files}/invalid.yaml"], "--out: {files}/invalid.yaml is a file, not a folder"),
+    *NORMALIZATION_CASES,
+    ("normalization-set-typo", ["--set", "normalization=imagenett"], "unknown normalization 'imagenett' (did you"),
+    ("mean-for-three-channels", ["--mean", "0.1,0.2,0.3", "--std", "1"], "give 1 value: the model has 1 input channel"),
+    (
+        "model-kwargs-contradict-the-checkpoint",
+        ["--model-kwargs", '{{"width": 8}}'],
+        "records model_kwargs['width']=4 but 8 was passed",
+    ),
 ]
 
+# A bare state_dict needs --arch: the architecture names of timm and of user factories.
+BARE = ["eval", "--ckpt", "{files}/bare.pt", "--data", "digits", "--arch"]
 EVAL_CHECKPOINT_CASES: list[Case] = [
     ("missing-checkpoint", ["eval", "--ckpt", "{files}/nowhere.pt"], "nowhere.pt"),
     ("garbage-checkpoint", ["eval", "--ckpt", "{files}/garbage.pt"], "garbage.pt"),
     ("missing-ckpt-option", ["eval"], "Missing option '--ckpt'"),
+    ("timm-unknown-model", [*BARE, "timm:resnet1888"], "unknown timm model 'resnet1888' (did you mean timm:resnet18?)"),
+    ("factory-missing-file", [*BARE, "{files}/nowhere.py:build"], "model factory file {files}/nowhere.py not found"),
+    ("factory-missing-function", [*BARE, "{files}/factory.py:buld"], "factory.py has no function 'buld' (its"),
+    ("factory-not-a-module", [*BARE, "{files}/factory.py:build"], "returned None of type NoneType, not a torch"),
 ]
 
 CAM_CASES: list[Case] = [
@@ -165,6 +199,7 @@ CAM_CASES: list[Case] = [
     ("device", ["--device", "tpu"], "--device: device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ("dataset-typo", ["--data", "cifar11"], "--data: unknown dataset 'cifar11'"),
     ("out-not-an-image", ["--out", "{files}/cams.txt"], "--out: '{files}/cams.txt' is not an image file name"),
+    *NORMALIZATION_CASES,
 ]
 
 REPORT_CASES: list[Case] = [
@@ -251,6 +286,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     (root / "garbage.pt").write_bytes(os.urandom(256))
+    (root / "factory.py").write_text("def build(num_classes):\n    return None\n")
+    torch.save({"conv.weight": torch.zeros(2, 1, 3, 3)}, root / "bare.pt")
     (root / "empty").mkdir()
     return root
 

@@ -9,6 +9,7 @@
 - ``summary``: the summary rows, a pure function of the records;
 - ``sanity``: the flags that say when an evaluation cannot be trusted;
 - ``examples``: a few samples with their CAMs for figures (and ``robustcam cam``);
+- ``shards``: every finished (job, batch) on disk, so that a killed evaluation resumes;
 - ``files``: the files an evaluation writes.
 
 It streams the dataset in batches and keeps only per-sample numbers: adversarial images are
@@ -49,19 +50,21 @@ from robustcam.evaluate.result import EvalProgress, EvalResult
 from robustcam.evaluate.sampling import attack_seed, select_samples
 from robustcam.evaluate.sanity import (
     SanityFlag,
+    attack_amp_warning,
     large_eps_check,
     sanity_flags,
     zero_gradient_flag,
 )
+from robustcam.evaluate.shards import ShardMismatchError, ShardStore, evaluation_identity, open_shards
 from robustcam.evaluate.summary import backend_agreement, summarize
 from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2, RECORD_COLUMNS
 from robustcam.models import CAMClassifier
-from robustcam.runtime import eval_mode, library_versions
+from robustcam.runtime import eval_mode, library_versions, resolve_attack_amp
 
 _MATRIX_DEFAULTS: dict[str, Any] = {
     "eps": DEFAULT_EPS,
     "eps_l2": DEFAULT_EPS_L2,
-    "backends": ("torchattacks",),
+    "backends": None,
     "n": None,
     "batch_size": 256,
     "cascade": True,
@@ -87,11 +90,12 @@ def matrix_config(attacks: Sequence[Attack | str], **matrix: Any) -> EvalConfig:
     for key in ("eps", "eps_l2"):
         if key in raw:
             raw[key] = list(raw[key] or [])
-    raw["backends"] = list(matrix.get("backends", ("torchattacks",)))
-    for name in raw["backends"]:
+    chosen = matrix.get("backends")
+    raw["backends"] = None if chosen is None else list(chosen)
+    for name in raw["backends"] or ():
         BACKENDS.get(name)  # unknown names list the valid ones
     for attack in built:  # the Python API raises the library's own error types, not a ConfigError
-        if not any(attack.supports(backend) for backend in raw["backends"]):
+        if chosen is not None and not any(attack.supports(backend) for backend in chosen):
             check_supported(attack, raw["backends"][0])
     raw.update(attacks=names, attack_params={a.name: a.params() for a in built})
     config: EvalConfig = validate_config(EvalConfig, raw, source="evaluate()")
@@ -105,7 +109,7 @@ def evaluate(
     *,
     eps: Sequence[str | float] | None = DEFAULT_EPS,
     eps_l2: Sequence[str | float] | None = DEFAULT_EPS_L2,
-    backends: Sequence[str] = ("torchattacks",),
+    backends: Sequence[str] | None = None,
     n: int | None = None,
     batch_size: int = 256,
     cascade: bool = True,
@@ -115,6 +119,8 @@ def evaluate(
     cam_topk: int | None = None,
     adv_dir: str | Path | None = None,
     progress: EvalProgress | None = None,
+    shard_dir: str | Path | None = None,
+    resume: bool = True,
 ) -> EvalResult:
     """Attack ``model`` on ``dataset`` with every (attack, backend, eps) and return the records.
 
@@ -127,7 +133,8 @@ def evaluate(
             validated into an ``EvalConfig`` (the same checks as a config file).
         eps: Linf budgets in pixel units (``8/255`` or floats); None: none.
         eps_l2: L2 budgets (bounded L2 attacks attack at them, minimal ones are scored at them).
-        backends: attack libraries (``torchattacks``, ``foolbox``).
+        backends: attack libraries (``torchattacks``, ``foolbox``, ``autoattack``); None: each
+            attack's own default (``Attack.default_backend``).
         n: evaluate a seeded random subset of this size (default: every sample).
         batch_size: samples per attack call.
         cascade: attack a larger eps only where a smaller one failed (``robustcam.evaluate.jobs``).
@@ -137,7 +144,16 @@ def evaluate(
             a few examples with their CAMs for figures.
         cam_topk: k of the top-k negative-class statistics (default ``min(5, C - 1)``).
         adv_dir: if given, adversarial examples are saved there, one file per batch.
-        progress: receives job start/advance/end events.
+        progress: receives job start/resume/advance/end events.
+        shard_dir: if given, every finished (job, batch) is written there
+            (``robustcam.evaluate.shards``), and the batches whose shards an earlier call with
+            the same config, model and dataset left there are read back, not attacked: the
+            result is the one an uninterrupted call gives (attack times aside). The shards stay;
+            remove them once the result is saved (``robustcam.runs.evaluate_into`` does).
+        resume: with ``shard_dir``, reuse the shards there; False removes them first.
+
+    Raises:
+        ShardMismatchError: ``shard_dir`` holds shards of another config, model or dataset.
     """
     matrix = {
         "eps": eps,
@@ -160,12 +176,16 @@ def evaluate(
         config = matrix_config(attacks, **matrix)
     _check_fits(model, dataset)
     with eval_mode(model):
+        shards = None
+        if shard_dir is not None:
+            shards = open_shards(shard_dir, evaluation_identity(config, model, dataset), resume=resume)
         return _evaluate(
             model,
             dataset,
             config,
             adv_dir=Path(adv_dir) if adv_dir is not None else None,
             progress=progress or EvalProgress(),
+            shards=shards,
         )
 
 
@@ -182,7 +202,13 @@ def _check_fits(model: CAMClassifier, dataset: ImageDataset) -> None:
 
 
 def _evaluate(
-    model: CAMClassifier, dataset: ImageDataset, config: EvalConfig, *, adv_dir: Path | None, progress: EvalProgress
+    model: CAMClassifier,
+    dataset: ImageDataset,
+    config: EvalConfig,
+    *,
+    adv_dir: Path | None,
+    progress: EvalProgress,
+    shards: ShardStore | None = None,
 ) -> EvalResult:
     attacks = config.build_attacks()
     jobs, notes = config.jobs()
@@ -201,6 +227,8 @@ def _evaluate(
         progress,
         adv_dir,
         keep_examples=config.cam_stats,
+        shards=shards,
+        attack_dtype=resolve_attack_amp(config.attack_amp, next(model.parameters()).device),
     )
     clean = clean_pass(context, probe=config.sanity)
     outcomes = [
@@ -213,6 +241,11 @@ def _evaluate(
         summary = summary.merge(pd.DataFrame(timings), on=["attack", "backend", "norm", "eps"], how="left")
     agreement = backend_agreement(per_sample)
     flags = _flags(config, attacks, notes, summary, agreement, clean, context)
+    flags += [
+        SanityFlag("library_check", f"{attack.name} ({backend}): {note}")
+        for attack, backend, outcome in outcomes
+        for note in outcome.notes
+    ]
     examples = _examples(clean, outcomes)
     meta = _meta(config, attacks, budgets, clean, context)
     return EvalResult(per_sample, summary, tuple(flags), agreement, meta, examples, measurer.maxboxacc_table())
@@ -261,6 +294,8 @@ def _flags(
         if large is not None:
             flags.append(large)
     flags += [SanityFlag("backend_skipped", note) for note in notes]
+    if context.attack_dtype is not None:
+        flags.append(SanityFlag("attack_amp", attack_amp_warning(config.attack_amp)))
     return flags
 
 
@@ -281,10 +316,11 @@ def _meta(
             {"name": a.name, "norm": a.norm, "minimal": a.kind == "minimal", "kind": a.kind, "params": a.params()}
             for a in attacks
         ],
-        "backends": list(config.backends),
+        "backends": list(dict.fromkeys(backend for _, backend in config.jobs()[0])),
         "eps": budgets["Linf"],
         "eps_l2": budgets["L2"],
         "cascade": config.cascade,
+        "attack_amp": config.attack_amp,
         "batch_size": config.batch_size,
         "seed": config.seed,
         "device": str(context.device),
@@ -309,6 +345,7 @@ __all__ = [
     "EvalProgress",
     "EvalResult",
     "SanityFlag",
+    "ShardMismatchError",
     "attack_seed",
     "backend_agreement",
     "cam_examples",

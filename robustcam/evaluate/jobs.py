@@ -10,6 +10,10 @@ broken at a smaller eps is broken at every larger one with the same perturbation
 larger eps attacks only the samples still robust; samples misclassified when clean are never
 attacked. Every adversarial example is re-predicted and checked by the measurer and
 ``robustcam.evaluate.records.score``: the library's own success flag is never used.
+
+**Shards.** With a shard store (``robustcam.evaluate.shards``), each batch of a job is written
+as a shard once it has run at every eps, and a batch whose shard is there is read back
+instead of attacked: a killed evaluation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from robustcam.evaluate.measure import PERTURBATION_COLUMNS, Measurer
 from robustcam.evaluate.records import Records, score
 from robustcam.evaluate.result import EvalProgress
 from robustcam.evaluate.sampling import attack_seed
+from robustcam.evaluate.shards import Shard, ShardStore
 from robustcam.models import CAMClassifier
+from robustcam.runtime import autocast
 
 CLEAN_JOB = "clean"
 
@@ -52,6 +58,13 @@ class EvalContext:
     progress: EvalProgress
     adv_root: Path | None = None
     keep_examples: bool = False
+    shards: ShardStore | None = None
+    attack_dtype: torch.dtype | None = None  # autocast of the attack calls only (``attack_amp``); None: fp32
+
+    def batch_sizes(self) -> list[int]:
+        """The number of samples in each batch, in order."""
+        total = len(self.positions)
+        return [min(self.batch_size, total - start) for start in range(0, total, self.batch_size)]
 
     @property
     def device(self) -> torch.device:
@@ -137,6 +150,17 @@ class JobOutcome:
     seconds: list[float]
     attacked: list[int]
     example: tuple[str, dict[str, Tensor]] | None = None
+    notes: dict[str, None] = field(default_factory=dict)  # what the library reported, in order, once each
+
+    def add(self, shard: Shard, example_key: str) -> None:
+        """Append one batch's rows and add up its times, counts and notes."""
+        self.records.extend(shard.records)
+        for j, (seconds, attacked) in enumerate(zip(shard.seconds, shard.attacked, strict=True)):
+            self.seconds[j] += seconds
+            self.attacked[j] += attacked
+        self.notes.update(shard.notes)
+        if shard.example is not None:
+            self.example = (example_key, shard.example)
 
     def timings(self, attack: Attack, backend: str, budgets: Sequence[float]) -> list[dict[str, Any]]:
         return [
@@ -164,17 +188,32 @@ class _BatchState:
 def run_job(
     attack: Attack, backend: str, budgets: Sequence[float], clean: CleanPass, context: EvalContext
 ) -> JobOutcome:
-    """Run one (attack, backend) over every batch; rows in batch order, eps ascending."""
+    """Run one (attack, backend) over every batch; rows in batch order, eps ascending.
+
+    A batch with a shard in ``context.shards`` is read back (and reported to the progress as
+    resumed), every other batch is attacked and written as a shard."""
     job = f"{attack.name}/{backend}"
     outcome = JobOutcome(Records(), [0.0] * len(budgets), [0] * len(budgets))
+    store = context.shards
+    finished = store.finished(attack.name, backend) if store is not None else set()
+    sizes = context.batch_sizes()
+    completed = sum(size for index, size in enumerate(sizes) if index in finished)
     context.progress.on_job_start(job, len(context.positions))
+    if completed:
+        context.progress.on_job_resume(job, completed)
+    key = example_key(attack, backend, None if attack.kind == "minimal" else budgets[-1])
     for index, rows, batch in context.batches():
-        examples = batch.images[:EXAMPLE_COUNT].clone() if index == 0 and context.keep_examples else None
-        _attack_batch(attack, backend, budgets, (index, rows, batch), clean, context, outcome, examples)
-        if examples is not None:
-            last = None if attack.kind == "minimal" else budgets[-1]
-            outcome.example = (example_key(attack, backend, last), adversarial_record(context.measurer, examples))
-        context.progress.on_job_advance(job, rows.stop)
+        if store is not None and index in finished:
+            base = clean.base(context.positions, rows)
+            shard = store.read(attack.name, backend, index, budgets=len(budgets), base=base)
+            context.measurer.absorb(shard.box_ious)
+        else:
+            shard = _attack_batch(attack, backend, budgets, (index, rows, batch), clean, context)
+            if store is not None:
+                store.write(attack.name, backend, index, shard)
+            completed += sizes[index]
+            context.progress.on_job_advance(job, completed)
+        outcome.add(shard, key)
     context.progress.on_job_end(job)
     return outcome
 
@@ -186,11 +225,12 @@ def _attack_batch(
     where: tuple[int, slice, Batch],
     clean: CleanPass,
     context: EvalContext,
-    outcome: JobOutcome,
-    examples: Tensor | None,
-) -> None:
-    """Every run of ``attack`` on one batch, scored and added to ``outcome``."""
+) -> Shard:
+    """Every run of ``attack`` on one batch, scored: the batch's shard."""
     index, rows, batch = where
+    outcome = Shard(Records(), [0.0] * len(budgets), [0] * len(budgets))
+    measured_blocks = len(context.measurer.box_ious)
+    examples = batch.images[:EXAMPLE_COUNT].clone() if index == 0 and context.keep_examples else None
     base = clean.base(context.positions, rows)
     correct = clean.correct[rows]
     size = rows.stop - rows.start
@@ -203,7 +243,10 @@ def _attack_batch(
         alive = correct & ~state.broken if context.cascade else correct
         targets = alive.nonzero().squeeze(1)
         reported = state.best if context.cascade else {key: value[rows] for key, value in clean.values.items()}
-        measured = _run_on(attack, backend, run.eps, run.eps_index, (index, rows, batch), targets, context, examples)
+        measured, notes = _run_on(
+            attack, backend, run.eps, run.eps_index, (index, rows, batch), targets, context, examples
+        )
+        outcome.notes.update(dict.fromkeys(notes))
         elapsed = time.perf_counter() - began
         for eps_index, eps in run.scored:
             broken = state.broken if context.cascade else torch.zeros_like(state.broken)
@@ -216,6 +259,10 @@ def _attack_batch(
                 for key in state.best:
                     state.best[key][newly] = row[key][newly]
                 state.broken |= newly
+    outcome.box_ious = context.measurer.box_ious[measured_blocks:]
+    if examples is not None:
+        outcome.example = adversarial_record(context.measurer, examples)
+    return outcome
 
 
 def _run_on(
@@ -227,20 +274,24 @@ def _run_on(
     targets: Tensor,
     context: EvalContext,
     examples: Tensor | None,
-) -> dict[str, Tensor]:
-    """Attack the ``targets`` of a batch once and measure the examples (empty if none)."""
+) -> tuple[dict[str, Tensor], tuple[str, ...]]:
+    """Attack the ``targets`` of a batch once and measure the examples (empty if none); and what
+    the attack's library reported on the run (the authors' AutoAttack checks)."""
     if not len(targets):
-        return {}
+        return {}, ()
     index, rows, batch = where
     chosen = targets.to(context.device)
-    adversarial = get_backend(backend).run(
-        attack,
-        context.model,
-        batch.images[chosen],
-        batch.labels[chosen],
-        eps,
-        seed=attack_seed(context.seed, attack.name, backend, eps_index, index),
-    )
+    runner = get_backend(backend)
+    # only the attack call: the re-prediction and measurement below stay fp32, whatever the attack ran in
+    with autocast(context.device, context.attack_dtype):
+        adversarial = runner.run(
+            attack,
+            context.model,
+            batch.images[chosen],
+            batch.labels[chosen],
+            eps,
+            seed=attack_seed(context.seed, attack.name, backend, eps_index, index),
+        )
     measured = context.measurer.measure(batch.images[chosen], adversarial, batch.labels[chosen], rows.start + targets)
     save_adversarial(
         context.adv_root,
@@ -254,7 +305,7 @@ def _run_on(
     if examples is not None:
         kept = targets < EXAMPLE_COUNT
         examples[targets[kept]] = adversarial[kept.to(context.device)]
-    return measured
+    return measured, runner.notes
 
 
 __all__ = ["CLEAN_JOB", "CleanPass", "EvalContext", "JobOutcome", "clean_pass", "run_job"]

@@ -112,6 +112,12 @@ class Measurer:
         values["adv_loc_example"] = torch.arange(first, self.measured_examples)
         return values
 
+    def absorb(self, blocks: list[Tensor]) -> None:
+        """Take the maxboxacc_v2 blocks that an earlier run measured on a batch that is not
+        measured again (a resumed evaluation's shard), as if measured here, in the same order."""
+        self.box_ious.extend(blocks)
+        self.measured_examples += sum(len(block) for block in blocks)
+
     def maxboxacc_table(self) -> pd.DataFrame:
         """``MAXBOXACC_FILE``: one row per measured example (``example``, the id in the
         ``clean_loc_example``/``adv_loc_example`` columns), then ``iou_at_<tau>``: the best

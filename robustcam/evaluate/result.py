@@ -27,8 +27,12 @@ class EvalProgress:
     def on_job_start(self, name: str, total: int) -> None:
         """A job (``clean`` or ``attack/backend``) over ``total`` samples starts."""
 
+    def on_job_resume(self, name: str, completed: int) -> None:
+        """``completed`` samples of the job were finished by an earlier, interrupted run and are
+        read back from its shards, not attacked again (once, right after ``on_job_start``)."""
+
     def on_job_advance(self, name: str, completed: int) -> None:
-        """``completed`` samples of the job are done."""
+        """``completed`` samples of the job are done (those resumed included)."""
 
     def on_job_end(self, name: str) -> None:
         """The job is done."""

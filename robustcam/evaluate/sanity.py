@@ -5,7 +5,8 @@ of a broken evaluation, returned as flags (never as silent corrections).
 - examples outside [0, 1] or their budget (recorded, not counted as breaks);
 - torchattacks and foolbox disagreeing by more than ``DISAGREEMENT_POINTS``;
 - PGD-20 at Linf eps 0.5 not driving accuracy near 0 (``large_eps_check``);
-- all-zero input gradients in the first batch (``zero_gradient_flag``).
+- all-zero input gradients in the first batch (``zero_gradient_flag``);
+- attacks run under half-precision autocast (``attack_amp``; ``attack_amp_warning``).
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def zero_gradient_flag(zero_gradients: int, probed: int) -> SanityFlag | None:
     )
 
 
+def attack_amp_warning(attack_amp: str) -> str:
+    """What an ``attack_amp`` other than ``none`` costs the result (its flag's message)."""
+    return f"attacks ran under {attack_amp} autocast: half precision can mask gradients and overstate robustness"
+
+
 def large_eps_check(
     model: CAMClassifier,
     dataset: ImageDataset,
@@ -140,6 +146,7 @@ __all__ = [
     "DISAGREEMENT_POINTS",
     "SANITY_LARGE_EPS",
     "SanityFlag",
+    "attack_amp_warning",
     "large_eps_check",
     "sanity_flags",
     "zero_gradient_flag",
