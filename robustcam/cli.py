@@ -412,10 +412,6 @@ def _backend_list(value: str | None) -> list[str] | None:
     return list(dict.fromkeys(names))
 
 
-def _backends_used(cfg: Any) -> str:
-    return ", ".join(dict.fromkeys(backend for _, backend in cfg.jobs()[0]))
-
-
 _ARCH_HELP = (
     "Architecture of a bare state_dict: a registered name, timm:<model name> (the timm extra), or a model "
     "factory module.path:function / path/to/file.py:function (runs that code)."
@@ -596,7 +592,7 @@ def _print_eval_header(ckpt: Path, meta: dict[str, Any], cfg: Any, data: str, de
         console.print(f"[yellow]checkpoint:[/] {warning}", highlight=False)
     console.print(
         f"[bold]robustcam eval[/] {ckpt} ({meta.get('arch')}, {meta.get('loss', {}).get('name', 'unknown loss')}) "
-        f"on {data}: {', '.join(map(repr, cfg.build_attacks()))} with {_backends_used(cfg)} on {device}",
+        f"on {data}: {', '.join(map(repr, cfg.build_attacks()))} with {', '.join(cfg.backends_used())} on {device}",
         highlight=False,
     )
     console.print(_normalization_line(meta), highlight=False)
@@ -608,7 +604,7 @@ def _check_robustbench_plan(cfg: Any, data_name: str) -> None:
     budgets = cfg.budgets()
     planned = {
         "attacks": [{"name": a.name, "norm": a.norm, "params": a.params()} for a in cfg.build_attacks()],
-        "backends": list(dict.fromkeys(backend for _, backend in cfg.jobs()[0])),
+        "backends": cfg.backends_used(),
         "eps": budgets["Linf"],
         "eps_l2": budgets["L2"],
         "dataset": {"name": data_name},

@@ -710,6 +710,10 @@ class EvalConfig(CheckpointReading):
         """The parsed, ascending eps lists per norm."""
         return {"Linf": parse_eps_list(list(self.eps), norm="Linf"), "L2": parse_eps_list(list(self.eps_l2), norm="L2")}
 
+    def backends_used(self) -> list[str]:
+        """The backends the jobs run on, in job order (each attack's default when none are chosen)."""
+        return list(dict.fromkeys(backend for _, backend in self.jobs()[0]))
+
     def jobs(self) -> tuple[list[tuple[Attack, str]], list[str]]:
         """(attack, backend) pairs to run, in attack order, and notes on the pairs left out
         because a backend has no implementation of the attack (another backend runs it).

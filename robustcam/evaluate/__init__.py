@@ -316,7 +316,7 @@ def _meta(
             {"name": a.name, "norm": a.norm, "minimal": a.kind == "minimal", "kind": a.kind, "params": a.params()}
             for a in attacks
         ],
-        "backends": list(dict.fromkeys(backend for _, backend in config.jobs()[0])),
+        "backends": config.backends_used(),
         "eps": budgets["Linf"],
         "eps_l2": budgets["L2"],
         "cascade": config.cascade,

@@ -52,6 +52,7 @@ from sklearn.preprocessing import StandardScaler
 from robustcam.report.correlation import benjamini_hochberg
 from robustcam.report.load import Evaluation
 from robustcam.report.samples import (
+    SETTING_COLUMNS,
     auroc,
     bootstrap_weights,
     bounded_settings,
@@ -89,19 +90,7 @@ RESULT_COLUMNS = (
     "partial_p",
 )
 INCREMENTAL_COLUMNS = (
-    "name",
-    "loss",
-    "noise",
-    "statistic",
-    "kind",
-    "attack",
-    "backend",
-    "norm",
-    "eps",
-    "target",
-    "n",
-    "n_positive",
-    "n_negative",
+    *SETTING_COLUMNS,
     *RESULT_COLUMNS,
     "note",
 )

@@ -39,7 +39,8 @@ MIN_SAMPLES = 4  # within a checkpoint, for the minimal-norm Spearman
 AUROC_RESAMPLES = 1000
 CI_LEVEL = 0.95
 
-AUROC_COLUMNS = (
+# what a within-checkpoint row is about: the checkpoint, the statistic, the attack setting, the counts
+SETTING_COLUMNS = (
     "name",
     "loss",
     "noise",
@@ -53,6 +54,9 @@ AUROC_COLUMNS = (
     "n",
     "n_positive",
     "n_negative",
+)
+AUROC_COLUMNS = (
+    *SETTING_COLUMNS,
     "auroc",
     "auroc_ci_low",
     "auroc_ci_high",
@@ -256,6 +260,7 @@ def sample_auroc(evaluations: Sequence[Evaluation], *, seed: int = 0) -> pd.Data
 
 __all__ = [
     "AUROC_COLUMNS",
+    "SETTING_COLUMNS",
     "auroc",
     "auroc_interval",
     "bootstrap_weights",
