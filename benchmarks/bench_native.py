@@ -23,12 +23,15 @@ Printed per (model, attack):
 - ``robust ta / nat``: samples left robust by torchattacks / native (re-predicted);
 - ``only nat`` / ``only ta``: samples one breaks that the other leaves robust (only ta must be 0);
 - ``path``: whether every sample robust under both got the identical example (the same walk);
+- ``broken@3`` (PGD): the share of samples the same walk breaks within its first 3 steps
+  (issue 10's fast-breaking condition: at least half), from the same seed and step size;
 - ``time nat/ta``: median of per-round time ratios (ratio of the fastest rounds in brackets; on
   a shared machine interference only adds time);
 - ``passes``: samples through the backbone with / without autograd (a forward hook: exact work,
   free of timing noise), attack plus re-prediction, torchattacks then native.
 
     python benchmarks/bench_native.py [--runs runs/quickstart] [--n 200] [--repeats 5] [--threads 1]
+        [--linf-eps 8/255,16/255] [--eps-l2 0.5]
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from bench_eval import (
 )  # the benchmarks folder is on sys.path when run as a script
 
 from robustcam.attacks import Attack, build_attack, format_eps, get_backend, parse_eps
+from robustcam.attacks.library import PGD
 from robustcam.checkpoint import load_checkpoint
 from robustcam.config import load_train_config
 from robustcam.data import load_dataset
@@ -63,6 +67,7 @@ from robustcam.train import train
 
 QUICKSTART_LOSSES = ("ce", "focal", "cam_loss", "hnc")
 LINF_EPS = "8/255"
+EARLY_STEPS = 3  # issue 10's fast-breaking model: at least half the points broken by step 3
 BACKENDS = ("torchattacks", "native")
 
 
@@ -110,6 +115,7 @@ class Comparison:
     only_native: int
     only_torchattacks: int
     same_path: bool
+    early: float | None  # PGD: the share of samples broken within EARLY_STEPS steps of the same walk
     ratio_median: float
     ratio_fastest: float
     passes: dict[str, tuple[int, int]]
@@ -123,6 +129,16 @@ def attack_and_repredict(
     with torch.no_grad():
         broken = model(adversarial).argmax(1) != labels
     return adversarial, broken
+
+
+def broken_early(attack: Attack, model: CAMClassifier, images: Tensor, labels: Tensor, eps: float, seed: int) -> float:
+    """The share of samples PGD breaks within its first ``EARLY_STEPS`` steps: the same walk
+    (same seed, same random start, same step size), stopped there."""
+    assert isinstance(attack, PGD)
+    factor = attack.step_factor * EARLY_STEPS / attack.steps  # the step size of the full walk
+    early = build_attack(attack.name, steps=EARLY_STEPS, step_factor=factor)
+    _, broken = attack_and_repredict("native", early, model, images, labels, eps, seed)
+    return float(broken.float().mean())
 
 
 def compare(
@@ -162,6 +178,7 @@ def compare(
         int((we_break & ~they_break).sum()),
         int((they_break & ~we_break).sum()),
         torch.equal(ours[both_robust], theirs[both_robust]),
+        broken_early(attack, model, images, labels, eps, seed) if isinstance(attack, PGD) else None,
         statistics.median(ratios),
         min(seconds["native"]) / min(seconds["torchattacks"]),
         passes,
@@ -174,7 +191,7 @@ def compare(
 def print_table(rows: Sequence[Comparison]) -> None:
     header = (
         f"{'model':<9}{'attack':<15}{'n':>4}{'robust ta':>10}{'nat':>5}{'only nat':>9}{'only ta':>8}"
-        f"{'path':>6}{'time nat/ta':>17}   passes grad/no-grad ta -> nat"
+        f"{'path':>6}{'broken@' + str(EARLY_STEPS):>10}{'time nat/ta':>17}   passes grad/no-grad ta -> nat"
     )
     print(header)
     for row in rows:
@@ -182,7 +199,8 @@ def print_table(rows: Sequence[Comparison]) -> None:
         print(
             f"{row.model:<9}{row.attack:<15}{row.samples:>4}{row.robust['torchattacks']:>10}"
             f"{row.robust['native']:>5}{row.only_native:>9}{row.only_torchattacks:>8}"
-            f"{'same' if row.same_path else 'DIFF':>6}{row.ratio_median:>10.3f} ({row.ratio_fastest:.3f})"
+            f"{'same' if row.same_path else 'DIFF':>6}{'' if row.early is None else f'{row.early:.0%}':>10}"
+            f"{row.ratio_median:>10.3f} ({row.ratio_fastest:.3f})"
             f"   {ta[0]}/{ta[1]} -> {nat[0]}/{nat[1]}"
         )
 
@@ -209,6 +227,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads while attacking (0: torch's)")
     parser.add_argument("--n", type=int, default=200, help="clean-correct digits test images per model")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per (model, attack)")
+    parser.add_argument("--linf-eps", default=LINF_EPS, help="fgsm and pgd budgets, a comma list (default %(default)s)")
     parser.add_argument("--eps-l2", default="0.5", help="pgd_l2 budget (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -225,10 +244,8 @@ def main() -> None:
         f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, device {device}, "
         f"{torch.get_num_threads()} threads while attacking, load average {load_average()}"
     )
-    attacks = [
-        (build_attack("fgsm"), parse_eps(LINF_EPS)),
-        (build_attack("pgd"), parse_eps(LINF_EPS)),
-        (build_attack("pgd_l2"), parse_eps(args.eps_l2)),
+    attacks = [(build_attack(name), parse_eps(eps)) for eps in args.linf_eps.split(",") for name in ("fgsm", "pgd")] + [
+        (build_attack("pgd_l2"), parse_eps(args.eps_l2))
     ]
     rows = []
     for loss, model in models.items():

@@ -459,7 +459,8 @@ def eval_command(
         typer.Option(
             help="Comma list of attack libraries: torchattacks, foolbox, native (robustcam's best-iterate "
             "PGD), autoattack (the authors' code); "
-            "'both' = torchattacks,foolbox. Default: each attack's own (torchattacks; the authors' for AutoAttack)."
+            "'both' = torchattacks,foolbox. Default: each attack's own (native for pgd and pgd_l2, "
+            "the authors' for AutoAttack, else torchattacks)."
         ),
     ] = None,
     n: Annotated[int | None, typer.Option(help="Evaluate a seeded random subset of n samples (default all).")] = None,

@@ -47,7 +47,7 @@ from robustcam.attacks import (
 )
 from robustcam.data import DATASETS
 from robustcam.errors import ConfigError, InputError, ParameterError, describe_invalid, show_value
-from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2
+from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2, digest, placement_free
 from robustcam.losses import LOSSES
 from robustcam.models import MODELS, Normalization
 from robustcam.models.normalization import check_statistics, explicit_normalization, get_normalization
@@ -608,7 +608,9 @@ class EvalConfig(CheckpointReading):
     eps: EpsList = Field(default_factory=lambda: _budgets(DEFAULT_EPS), description="Linf, pixel units")
     eps_l2: EpsList = Field(default_factory=lambda: _budgets(DEFAULT_EPS_L2), description="L2 budgets")
     backends: list[str] | None = Field(
-        None, description="attack libraries; default: each attack's own (torchattacks; the authors' for AutoAttack)"
+        None,
+        description="attack libraries; default: each attack's own "
+        "(native for pgd and pgd_l2, the authors' for AutoAttack, else torchattacks)",
     )
     n: int | None = Field(None, ge=1, description="evaluate a seeded random subset of this size")
     batch_size: int = Field(256, ge=1)
@@ -709,6 +711,15 @@ class EvalConfig(CheckpointReading):
     def budgets(self) -> dict[Norm, list[float]]:
         """The parsed, ascending eps lists per norm."""
         return {"Linf": parse_eps_list(list(self.eps), norm="Linf"), "L2": parse_eps_list(list(self.eps_l2), norm="L2")}
+
+    def digest(self) -> str:
+        """The id of what this evaluation computes (``robustcam.layout.digest``): the config
+        without its placement, and the (attack, backend) jobs it resolves to, so that a change
+        of an attack's default backend makes a different evaluation, not a reused one."""
+        jobs = [[attack.name, backend] for attack, backend in self.jobs()[0]]
+        config = placement_free(self)
+        del config["backends"]  # the jobs say what they resolve to: None and each default are one evaluation
+        return digest({"config": config, "jobs": jobs})
 
     def backends_used(self) -> list[str]:
         """The backends the jobs run on, in job order (each attack's default when none are chosen)."""

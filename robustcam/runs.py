@@ -35,15 +35,15 @@ from robustcam.evaluate.files import (
 )
 from robustcam.evaluate.shards import remove_shards
 from robustcam.io import StorageError, directory_lock
-from robustcam.layout import ADV_DIR, EVAL_COMPLETE, EVAL_DIR, MODEL_FILE, SHARDS_DIR, config_digest
+from robustcam.layout import ADV_DIR, EVAL_COMPLETE, EVAL_DIR, MODEL_FILE, SHARDS_DIR
 from robustcam.models import CAMClassifier, Normalization
 from robustcam.runtime import resolve_device
 
 
 def eval_digest(config: EvalConfig) -> str:
-    """The id of what an evaluation computes (``robustcam.layout.config_digest``): where it runs
-    is not part of it."""
-    return config_digest(config)
+    """The id of what an evaluation computes (``EvalConfig.digest``): where it runs is not part
+    of it; the backend each attack runs on is."""
+    return config.digest()
 
 
 def finished_eval(run_dir: str | Path, config: EvalConfig) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from robustcam.config import (
+    EvalConfig,
     FlagSetting,
     TrainConfig,
     config_to_dict,
@@ -185,3 +186,13 @@ def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "epochs: [1,\n")
     with pytest.raises(ConfigError, match=r"not valid YAML \(line"):
         load_train_config(path)
+
+
+def test_the_eval_digest_is_what_runs_the_resolved_backend_of_each_attack() -> None:
+    default = EvalConfig(attacks=["pgd", "fgsm"])
+    chosen = list(default.jobs()[0])
+    assert [(attack.name, backend) for attack, backend in chosen] == [("pgd", "native"), ("fgsm", "torchattacks")]
+    assert EvalConfig(attacks=["pgd"]).digest() == EvalConfig(attacks=["pgd"], backends=["native"]).digest()
+    assert EvalConfig(attacks=["pgd"]).digest() != EvalConfig(attacks=["pgd"], backends=["torchattacks"]).digest()
+    assert EvalConfig(attacks=["pgd"], device="cpu").digest() == EvalConfig(attacks=["pgd"]).digest()
+    assert EvalConfig(attacks=["pgd"], n=10).digest() != EvalConfig(attacks=["pgd"]).digest()

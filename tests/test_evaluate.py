@@ -81,7 +81,17 @@ def test_pgd_equals_torchattacks_called_directly_with_the_same_seed(
     digits_model: CAMClassifier, digits_test: ImageDataset
 ) -> None:
     n, seed, eps = 64, 3, 8 / 255
-    result = evaluate(digits_model, digits_test, ["pgd"], eps=["8/255"], n=n, batch_size=n, seed=seed, sanity=False)
+    result = evaluate(
+        digits_model,
+        digits_test,
+        ["pgd"],
+        eps=["8/255"],
+        n=n,
+        batch_size=n,
+        seed=seed,
+        sanity=False,
+        backends=["torchattacks"],
+    )
     rows = result.per_sample
 
     dataset = _as_tensor_dataset(digits_test)
@@ -218,6 +228,7 @@ def test_cascade_is_never_more_robust_than_independent_runs_and_attacks_fewer_sa
         digits_test,
         ["fgsm", "pgd"],
         eps=EPS,
+        backends=("torchattacks", "foolbox"),  # the matrix's
         n=N,
         batch_size=64,
         seed=0,
@@ -401,7 +412,9 @@ def test_an_out_of_budget_example_is_reported_not_fixed(
 ) -> None:
     _out_of_budget_runs(monkeypatch, mode)
     eps = 8 / 255
-    result = evaluate(digits_model, digits_test, ["pgd"], eps=["8/255"], n=32, batch_size=32, sanity=False)
+    result = evaluate(
+        digits_model, digits_test, ["pgd"], eps=["8/255"], backends=["torchattacks"], n=32, batch_size=32, sanity=False
+    )
     rows = result.per_sample
     attacked = rows[rows["attacked"]]
     assert len(attacked) == int(rows["clean_correct"].sum()) > 0
@@ -570,7 +583,7 @@ def test_masked_gradients_are_flagged(digits_model: CAMClassifier, digits_test: 
     assert {"zero_gradients", "pgd_large_eps_not_near_zero"} <= checks
     zero = next(flag.message for flag in result.flags if flag.check == "zero_gradients")
     assert zero.startswith("64 of 64 samples")
-    pgd = _summary_rows(result.summary, "pgd")
+    pgd = _summary_rows(result.summary, "pgd", "native")  # pgd's default backend
     assert float(pgd["clean_acc"].iloc[0]) > 0.8
     assert float(pgd["robust_acc"].iloc[0]) > 0.8, "the masked model looks robust: that is what the flags are for"
 

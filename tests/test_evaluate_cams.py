@@ -107,7 +107,7 @@ def test_examples_hold_clean_and_adversarial_cams(with_cams: tuple, tmp_path: Pa
     assert examples is not None
     assert examples["images"].shape[0] == 8 and examples["cams"].shape[:2] == (8, 10)
     (key,) = examples["adv"]
-    assert key == "pgd/torchattacks/8/255"
+    assert key == "pgd/native/8/255"  # pgd's default backend
     out = write_eval(result, tmp_path)
     loaded = torch.load(out / "examples.pt", weights_only=True)
     assert torch.equal(loaded["adv"][key]["images"], examples["adv"][key]["images"])

@@ -111,6 +111,29 @@ def test_a_finished_sweep_is_not_run_again(tmp_path: Path) -> None:
     assert pd.read_csv(out / "sweep.csv").shape == table.shape
 
 
+def test_a_changed_default_backend_evaluates_a_finished_cell_again_without_training_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robustcam.attacks.library import PGD
+
+    one = {**SWEEP, "grid": {"loss.name": ["ce"]}, "eval": {**SWEEP["eval"], "attacks": ["pgd"], "steps": 2}}
+    _, cells, out = load_sweep(_write(tmp_path, one))
+    run_sweep(out, cells)
+    folder = cell_dir(out, cells[0])
+    assert set(pd.read_csv(folder / "eval" / "per_sample.csv")["backend"]) == {"native"}
+    trained = (folder / "model.pt").stat().st_mtime_ns
+    # an attack whose default backend is another one (an older or newer robustcam): the same
+    # cell id and folder, but the evaluation it resolves to is not the one on disk
+    older = {"torchattacks": PGD.builders["torchattacks"], **PGD.builders}
+    monkeypatch.setattr(PGD, "builders", older)
+    _, again, _ = load_sweep(_write(tmp_path, one))
+    assert again[0].cell_id == cells[0].cell_id and cell_status(out, again[0]) == "partial"
+    run_sweep(out, again)
+    assert cell_status(out, again[0]) == "done"
+    assert set(pd.read_csv(folder / "eval" / "per_sample.csv")["backend"]) == {"torchattacks"}
+    assert (folder / "model.pt").stat().st_mtime_ns == trained, "the trained run is reused"
+
+
 def _sweep_command(sweep_file: Path) -> list[str]:
     return [sys.executable, "-m", "robustcam.cli", "sweep", str(sweep_file), "--no-report"]
 
@@ -321,6 +344,8 @@ def _fake_done_cell(root: Path, cell: Cell) -> None:
     """A finished cell without running it: synthetic records and the marker with its id."""
     folder = cell_dir(root, cell)
     write_folder(folder / "eval", make_records(), loss=cell.train.loss.name)
+    marker = folder / "eval" / "complete.json"  # as if evaluated with the cell's eval config
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "eval_digest": cell.eval.digest()}))
     (folder / "cell.json").write_text(json.dumps({"cell_id": cell.cell_id, "values": cell.values, "row": {}}))
 
 

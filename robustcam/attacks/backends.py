@@ -1,7 +1,8 @@
 """Backends: run one attack once, at one eps, on one batch, with a given seed.
 
 Each attack runs on its own default backend unless others are chosen (the first library in
-its ``builders`` table: torchattacks for FGSM, PGD and C&W, the authors' code for AutoAttack);
+its ``builders`` table: native for PGD (Linf, L2), torchattacks for FGSM, C&W and APGD, the
+authors' code for AutoAttack);
 ``foolbox`` is the second opinion used for cross-checks, ``autoattack`` the authors'
 AutoAttack (``robustcam.attacks.official``), ``native`` robustcam's own best-iterate FGSM, PGD
 and APGD-CE with per-sample early exit (``robustcam.attacks.native``). A backend knows how to

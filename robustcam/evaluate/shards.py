@@ -4,7 +4,7 @@ An evaluation given a shard folder (``robustcam.runs.evaluate_into`` gives ``<ev
 names in ``robustcam.layout``) writes there, atomically (``robustcam.io``):
 
 - ``evaluation.json`` first: the digests of what the shards are computed from, the resolved
-  eval config (``robustcam.layout.config_digest``, placement aside), the model's weights and
+  eval config (``EvalConfig.digest``: placement aside, the resolved backends in), the model's weights and
   buffers, and the dataset (its description and size);
 - then one shard per (attack, backend, batch) as soon as that batch has run at every eps: its
   per-sample rows at every eps, the attack time and attacked count per eps, what the attack
@@ -31,11 +31,10 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import Tensor
 
 from robustcam.checkpoint.reading import load_weights_only
@@ -50,8 +49,11 @@ from robustcam.io import (
     os_reason,
     read_json_object,
 )
-from robustcam.layout import SHARDS_IDENTITY_FILE, config_digest, digest, shard_batch_index, shard_file
+from robustcam.layout import SHARDS_IDENTITY_FILE, digest, shard_batch_index, shard_file
 from robustcam.models import CAMClassifier
+
+if TYPE_CHECKING:
+    from robustcam.config import EvalConfig
 
 SHARD_FORMAT = 1
 START_OVER = "run with --no-resume (resume=False) to start over, or delete {folder}"
@@ -88,10 +90,11 @@ def model_digest(model: CAMClassifier) -> str:
     return hasher.hexdigest()[:16]
 
 
-def evaluation_identity(config: BaseModel, model: CAMClassifier, dataset: ImageDataset) -> dict[str, str]:
-    """The digests shards must share to be mixed: eval config, model weights, dataset."""
+def evaluation_identity(config: EvalConfig, model: CAMClassifier, dataset: ImageDataset) -> dict[str, str]:
+    """The digests shards must share to be mixed: eval config (``EvalConfig.digest``), model
+    weights, dataset."""
     return {
-        "eval_config": config_digest(config),
+        "eval_config": config.digest(),
         "model": model_digest(model),
         "data": digest({"info": dataset.info.to_dict(), "size": len(dataset)}),
     }

@@ -36,7 +36,7 @@ from robustcam.io import (
     require_fields,
 )
 from robustcam.layout import CELL_MARKER, CELLS_DIR, EVAL_DIR, SUMMARY_JSON_FILE, SWEEP_CSV
-from robustcam.runs import evaluate_run
+from robustcam.runs import evaluate_run, finished_eval
 from robustcam.sweep.grid import Cell
 from robustcam.train import TrainProgress, read_run_marker, train
 
@@ -70,9 +70,12 @@ def read_cell_marker(folder: Path) -> dict[str, Any]:
 
 
 def cell_status(root: Path, cell: Cell) -> CellStatus:
+    """``done`` when the cell's marker has its id and its evaluation is the one the eval config
+    now resolves to (an attack whose default backend changed is evaluated again; the trained
+    run is reused), ``partial`` when its folder exists, else ``todo``."""
     folder = cell_dir(root, cell)
     marker = folder / CELL_MARKER
-    if marker.is_file() and read_cell_marker(folder)["cell_id"] == cell.cell_id:
+    if marker.is_file() and read_cell_marker(folder)["cell_id"] == cell.cell_id and finished_eval(folder, cell.eval):
         return "done"
     return "partial" if folder.exists() else "todo"
 

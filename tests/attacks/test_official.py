@@ -104,4 +104,5 @@ def test_default_backends_and_the_torchattacks_version_under_its_own_name() -> N
     assert attack_class("autoattack_l2").norm == "L2"
     assert attack_class("autoattack-ta").default_backend() == "torchattacks"
     assert not build_attack("autoattack").supports("torchattacks")
-    assert attack_class("pgd").default_backend() == "torchattacks"
+    assert attack_class("pgd").default_backend() == "native"
+    assert attack_class("fgsm").default_backend() == "torchattacks"
