@@ -423,13 +423,20 @@ _NORMALIZATION_HELP = (
 )
 
 
+_CAM_LAYER_HELP = (
+    "Grad-CAM models (heads that are not GAP + linear: ViT, ConvNeXt, MobileNetV3, VGG): the layer whose "
+    "maps the CAM statistics use, e.g. blocks.10 (default: the model family's last feature maps)."
+)
+
+
 def _reading_flags(
-    model_kwargs: str | None, normalization: str | None, mean: str | None, std: str | None
+    model_kwargs: str | None, normalization: str | None, mean: str | None, std: str | None, cam_layer: str | None
 ) -> list[FlagSetting]:
     """The flags that say how to read a checkpoint (``CheckpointReading``) as config settings."""
     return _flag_settings({
         "--model-kwargs": ("model_kwargs", model_kwargs), "--normalization": ("normalization", normalization),
         "--mean": ("mean", _comma_list(mean)), "--std": ("std", _comma_list(std)),
+        "--cam-layer": ("cam_layer", cam_layer),
     })  # fmt: skip
 
 
@@ -500,6 +507,7 @@ def eval_command(
     normalization: Annotated[str | None, typer.Option(help=_NORMALIZATION_HELP)] = None,
     mean: Annotated[str | None, typer.Option(help="Per-channel input mean, e.g. 0.4914,0.4822,0.4465.")] = None,
     std: Annotated[str | None, typer.Option(help="Per-channel input std (with --mean), e.g. 0.247,0.2435.")] = None,
+    cam_layer: Annotated[str | None, typer.Option(help=_CAM_LAYER_HELP)] = None,
     data: Annotated[
         str | None, typer.Option(help=f"Dataset (default: the checkpoint's): {_NAMES['datasets']}.")
     ] = None,
@@ -549,7 +557,7 @@ def eval_command(
             "--attack-amp": ("attack_amp", attack_amp),
         }
     )
-    flags += _reading_flags(model_kwargs, normalization, mean, std)
+    flags += _reading_flags(model_kwargs, normalization, mean, std, cam_layer)
     flags += [_attack_param(item) for item in attack_param or []]
     cfg = load_eval_config(config, overrides or [], flags=flags)
     _check_dataset_name(data)
@@ -574,7 +582,7 @@ def eval_command(
     _check_cam_topk(cfg.cam_topk, model.num_classes)
     if robustbench_json is not None:  # refused before the attacks run, not after
         _check_robustbench_plan(cfg, data_name)
-    _print_eval_header(ckpt, meta, cfg, f"{data_name}/{cfg.split}", run_device)
+    _print_eval_header(ckpt, meta, cfg, f"{data_name}/{cfg.split}", run_device, model)
     record = eval_record(cfg, ckpt, meta, data_record)
     with _progress() as progress:
         result = evaluate_into(
@@ -587,8 +595,9 @@ def eval_command(
         _write_robustbench_row(robustbench_json, result, meta)
 
 
-def _print_eval_header(ckpt: Path, meta: dict[str, Any], cfg: Any, data: str, device: Any) -> None:
-    """The checkpoint's warnings, what is attacked with what, and the input normalisation."""
+def _print_eval_header(ckpt: Path, meta: dict[str, Any], cfg: Any, data: str, device: Any, model: Any) -> None:
+    """The checkpoint's warnings, what is attacked with what, the input normalisation and, for a
+    Grad-CAM model, where its maps come from."""
     for warning in meta.get("warnings", []):
         console.print(f"[yellow]checkpoint:[/] {warning}", highlight=False)
     console.print(
@@ -597,6 +606,20 @@ def _print_eval_header(ckpt: Path, meta: dict[str, Any], cfg: Any, data: str, de
         highlight=False,
     )
     console.print(_normalization_line(meta), highlight=False)
+    if cfg.cam_stats:
+        _print_cam_line(model)
+
+
+def _print_cam_line(model: Any) -> None:
+    """Where a Grad-CAM model's CAM statistics come from (exact CAMs need no line)."""
+    from robustcam.models.gradcam import GradCAMClassifier
+
+    if isinstance(model, GradCAMClassifier):
+        console.print(
+            f"CAM statistics: signed Grad-CAM maps at layer {model.cam_layer!r} (its head is not GAP + linear; "
+            "the true class and the top-k negatives by logit; --cam-layer chooses another layer)",
+            highlight=False,
+        )
 
 
 def _check_robustbench_plan(cfg: Any, data_name: str) -> None:
@@ -675,6 +698,7 @@ def cam_command(
     normalization: Annotated[str | None, typer.Option(help=_NORMALIZATION_HELP)] = None,
     mean: Annotated[str | None, typer.Option(help="Per-channel input mean (with --std).")] = None,
     std: Annotated[str | None, typer.Option(help="Per-channel input std (with --mean).")] = None,
+    cam_layer: Annotated[str | None, typer.Option(help=_CAM_LAYER_HELP)] = None,
     data: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where file-backed datasets live.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -701,7 +725,7 @@ def cam_command(
         check_supported(attack_object, backend)
     with _flag("--eps"):
         (budget,) = parse_eps_list([eps], norm=attack_object.norm)
-    reading = load_checkpoint_reading(_reading_flags(model_kwargs, normalization, mean, std))
+    reading = load_checkpoint_reading(_reading_flags(model_kwargs, normalization, mean, std, cam_layer))
     run_device = resolve_device(device)
     model, meta, dataset, _ = load_for_evaluation(
         ckpt,
@@ -714,6 +738,7 @@ def cam_command(
         map_location=run_device,
     )
     console.print(_normalization_line(meta), highlight=False)
+    _print_cam_line(model)
     if indices:
         chosen = torch.tensor(_parse_indices(indices, len(dataset)))
     else:

@@ -532,7 +532,7 @@ def parse_model_kwargs(text: str) -> dict[str, Any]:
 
 
 # Keys of CheckpointReading left out of a dump while unset, so digests of configs from before them stay.
-_READING_KEYS = ("normalization", "mean", "std", "model_kwargs")
+_READING_KEYS = ("normalization", "mean", "std", "model_kwargs", "cam_layer")
 
 
 class CheckpointReading(StrictModel):
@@ -548,6 +548,9 @@ class CheckpointReading(StrictModel):
     std: list[float] | None = Field(None, description="per-channel std, with mean, instead of a preset")
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="the architecture's options (JSON on the command line)"
+    )
+    cam_layer: str | None = Field(
+        None, description="Grad-CAM models: the layer the maps are read at (default: the family's last feature maps)"
     )
 
     @field_validator("normalization")

@@ -37,6 +37,7 @@ from robustcam.evaluate.shards import remove_shards
 from robustcam.io import StorageError, directory_lock
 from robustcam.layout import ADV_DIR, EVAL_COMPLETE, EVAL_DIR, MODEL_FILE, SHARDS_DIR
 from robustcam.models import CAMClassifier, Normalization
+from robustcam.models.gradcam import apply_cam_layer
 from robustcam.runtime import resolve_device
 
 
@@ -121,6 +122,7 @@ def load_for_evaluation(
         factory_from_meta=own_run,
         **reading.checkpoint_options(),
     )
+    apply_cam_layer(model, reading.cam_layer)
     dataset, data_record = evaluated(meta)
     return model, meta, dataset, data_record
 

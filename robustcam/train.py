@@ -40,7 +40,7 @@ from robustcam.checkpoint.reading import load_weights_only
 from robustcam.config import TrainConfig, config_to_dict, dump_yaml
 from robustcam.data import DatasetInfo, ImageDataset, load_dataset
 from robustcam.data.batches import iterate_batches, num_batches
-from robustcam.errors import NonFiniteLossError, RobustcamError
+from robustcam.errors import InputError, NonFiniteLossError, RobustcamError
 from robustcam.io import (
     RETRY_HINT,
     CorruptFileError,
@@ -56,6 +56,7 @@ from robustcam.layout import CONFIG_FILE, MODEL_FILE, RUN_COMPLETE, TRAIN_LOG_FI
 from robustcam.layout import config_digest as layout_digest
 from robustcam.losses import Loss, LossResult, build_loss
 from robustcam.models import CAMClassifier, ModelOutput, build_model
+from robustcam.models.gradcam import GradCAMClassifier
 from robustcam.noise import NoiseSpec
 from robustcam.runtime import (
     autocast,
@@ -591,6 +592,16 @@ def _noisy_labels(
     return noisy.labels, noisy.flipped, noise_meta
 
 
+def _check_exact_cams(loss_fn: Loss, model: CAMClassifier) -> None:
+    """Losses on CAMs (hnc, cam_loss) train exact CAMs: refuse a model that has Grad-CAM maps only."""
+    if loss_fn.needs_cams and isinstance(model, GradCAMClassifier):
+        raise InputError(
+            f"loss {loss_fn.name!r} trains class activation maps, which {model.arch} does not have: its head is "
+            "not global average pooling + one linear layer, so its maps are Grad-CAM maps (gradients of its logits), "
+            "which robustcam does not train through; use an architecture with exact CAMs, or loss ce or focal"
+        )
+
+
 def _build_trainer(
     config: TrainConfig, data: _TrainingData, device: torch.device, amp_dtype: torch.dtype | None
 ) -> _Trainer:
@@ -602,6 +613,7 @@ def _build_trainer(
     model = build_model(
         config.model.arch, info.num_classes, info.in_channels, mean=info.mean, std=info.std, **config.model.options
     ).to(device)
+    _check_exact_cams(loss_fn, model)
     loss_fn.bind(model)
     optimizer = build_optimizer(model, config)
     base_lrs = [group["lr"] for group in optimizer.param_groups]

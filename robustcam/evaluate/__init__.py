@@ -57,6 +57,7 @@ from robustcam.evaluate.sanity import (
 )
 from robustcam.evaluate.shards import ShardMismatchError, ShardStore, evaluation_identity, open_shards
 from robustcam.evaluate.summary import backend_agreement, summarize
+from robustcam.models.gradcam import cam_method
 from robustcam.layout import DEFAULT_EPS, DEFAULT_EPS_L2, RECORD_COLUMNS
 from robustcam.models import CAMClassifier
 from robustcam.runtime import eval_mode, library_versions, resolve_attack_amp
@@ -235,6 +236,8 @@ def _evaluate(
         (attack, backend, run_job(attack, backend, budgets[attack.norm], clean, context)) for attack, backend in jobs
     ]
     per_sample = _records(outcomes)
+    if config.cam_stats:  # every record says which maps its CAM statistics come from
+        per_sample["cam_method"] = cam_method(model)
     summary = summarize(per_sample, clean_pred=clean.pred, labels=clean.labels)
     timings = [t for attack, backend, o in outcomes for t in o.timings(attack, backend, budgets[attack.norm])]
     if timings:
@@ -329,6 +332,8 @@ def _meta(
         "cam_stats": {
             "enabled": config.cam_stats,
             "topk": measurer.topk if config.cam_stats else None,
+            "method": cam_method(measurer.model),
+            "cam_layer": getattr(measurer.model, "cam_layer", None),
             "localization": measurer.boxes is not None,
             "localization_protocols": measurer.localization_meta(),
         },

@@ -20,7 +20,6 @@ import pandas as pd
 from torch import Tensor
 
 from robustcam.attacks import Attack, check_supported, format_eps, get_backend
-from robustcam.cam import negative_cam_stats
 from robustcam.data import ImageDataset
 from robustcam.data.batches import iterate_batches
 from robustcam.evaluate.measure import Measurer
@@ -32,8 +31,7 @@ EXAMPLE_COUNT = 8  # samples kept with their CAMs in examples.pt
 
 def clean_record(measurer: Measurer, images: Tensor, labels: Tensor, indices: Tensor) -> dict[str, Any]:
     """Clean samples with their raw CAMs and predictions, and an empty ``adv`` mapping."""
-    logits, cams = measurer.forward_no_grad(images)
-    assert cams is not None, "examples need CAM statistics"
+    logits, cams = measurer.figure_maps(images)
     return {
         "indices": indices.cpu(),
         "labels": labels.cpu(),
@@ -46,8 +44,7 @@ def clean_record(measurer: Measurer, images: Tensor, labels: Tensor, indices: Te
 
 def adversarial_record(measurer: Measurer, images: Tensor) -> dict[str, Tensor]:
     """Adversarial images with their raw CAMs and predictions."""
-    logits, cams = measurer.forward_no_grad(images)
-    assert cams is not None, "examples need CAM statistics"
+    logits, cams = measurer.figure_maps(images)
     return {"images": images.cpu(), "cams": cams.cpu(), "pred": logits.argmax(1).cpu()}
 
 
@@ -95,8 +92,8 @@ def cam_examples(
         "clean_pred": examples["clean_pred"].tolist(),
         "adv_pred": examples["adv"][key]["pred"].tolist(),
     }
-    for prefix, cams in (("clean", examples["cams"]), ("adv", examples["adv"][key]["cams"])):
-        for name, values in negative_cam_stats(cams, batch.labels.cpu(), k=measurer.topk).items():
+    for prefix, images in (("clean", batch.images), ("adv", adversarial)):
+        for name, values in measurer.cam_statistics(images, batch.labels).items():
             rows[f"{prefix}_{name}"] = values.tolist()
     return CamExamples(examples, pd.DataFrame(rows), key)
 

@@ -43,6 +43,7 @@ from robustcam.cam import (
 )
 from robustcam.layout import MAXBOXACC_FILE, MAXBOXACC_PREFIX
 from robustcam.models import CAMClassifier
+from robustcam.models.gradcam import GradCAMClassifier
 
 # measured quantities that are zero for a clean input (no perturbation)
 PERTURBATION_COLUMNS = ("linf", "l2", "adv_peak_gain", "true_peak_shift")
@@ -73,31 +74,70 @@ class Measurer:
         self.cam_stats = cam_stats
         self.topk = resolve_topk(cam_topk, model.num_classes) if cam_stats else 0
         self.boxes = boxes
-        self.clean_peaks = torch.zeros(total, model.num_classes) if cam_stats else torch.zeros(0)
+        # Grad-CAM maps exist for the true class and the top-k negatives only: other classes'
+        # clean peaks stay NaN (an adversarial peak gain of a class not mapped clean is NaN)
+        self.gradcam = isinstance(model, GradCAMClassifier)
+        fill = float("nan") if self.gradcam else 0.0
+        self.clean_peaks = torch.full((total, model.num_classes), fill) if cam_stats else torch.zeros(0)
         self.clean_true_peak = torch.zeros(total, 2, dtype=torch.long)
         self.image_size = (0, 0)
-        self.head_bias = model.head.bias.detach() if model.head.bias is not None else None
+        # signed Grad-CAM maps carry no bias: the cvpr2016 rule's bias removal is the identity
+        bias = None if self.gradcam else model.head.bias
+        self.head_bias = bias.detach() if bias is not None else None
         self.thresholds = cam_thresholds(CAM_CURVE_INTERVAL)
         self.box_ious: list[Tensor] = []  # maxboxacc_v2: one (n, T) block per measured batch
         self.measured_examples = 0
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Logits (float32) and, with CAM statistics, raw CAMs of ``images``."""
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Logits (float32) and, with CAM statistics, raw maps of ``images``: every class's exact
+        CAM (the third value None), or the signed Grad-CAM maps of the (N, 1 + k) classes the
+        third value gives (the true class first, then the top-k negatives by logit)."""
         if not self.cam_stats:
-            return self.model(images).float(), None
+            return self.model(images).float(), None, None
+        if isinstance(self.model, GradCAMClassifier):
+            logits, maps, classes = self.model.class_maps(images, labels, self.topk)
+            return logits.float(), maps.float(), classes
         output = self.model.forward_cams(images)
+        return output.logits.float(), output.cams.float(), None
+
+    def forward_no_grad(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        with torch.no_grad():
+            return self.forward(images, labels)
+
+    def figure_maps(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and every class's maps (exact CAMs or signed Grad-CAM), for a few samples' figures."""
+        with torch.no_grad():
+            output = self.model.forward_cams(images)
         return output.logits.float(), output.cams.float()
 
-    def forward_no_grad(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
-        with torch.no_grad():
-            return self.forward(images)
+    def cam_statistics(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The negative-CAM statistics of ``images``, as the evaluation records them."""
+        _, cams, classes = self.forward_no_grad(images, labels)
+        assert cams is not None, "statistics need cam_stats"
+        return negative_cam_stats(cams, labels if classes is None else torch.zeros_like(labels), k=self.topk)
 
-    def _cam_values(self, cams: Tensor, labels: Tensor, pred: Tensor, rows: Tensor | slice) -> dict[str, Tensor]:
+    def _cam_values(
+        self, cams: Tensor, labels: Tensor, pred: Tensor, rows: Tensor | slice, classes: Tensor | None
+    ) -> dict[str, Tensor]:
+        if classes is not None:  # the maps' own class order: the true class is column 0
+            pred = _position(classes, pred)
+            labels = torch.zeros_like(labels)
         stats = negative_cam_stats(cams, labels, k=self.topk)
         values = {f"adv_{name}": value.cpu() for name, value in stats.items()}
         if self.boxes is not None:
             values.update(self._localization(cams, labels, pred, self.boxes[rows]))
         return values
+
+    def _remember_clean(self, cams: Tensor, labels: Tensor, rows: slice, classes: Tensor | None) -> None:
+        peaks = cams.flatten(2).amax(2).cpu()
+        index = torch.arange(len(labels), device=cams.device)
+        if classes is None:
+            self.clean_peaks[rows] = peaks
+            true_maps = cams[index, labels]
+        else:
+            self.clean_peaks[rows] = self.clean_peaks[rows].scatter(1, classes.cpu(), peaks)
+            true_maps = cams[:, 0]
+        self.clean_true_peak[rows] = peak_location(true_maps).cpu()
 
     def _localization(self, cams: Tensor, labels: Tensor, pred: Tensor, boxes: Tensor) -> dict[str, Tensor]:
         values = {
@@ -153,14 +193,19 @@ class Measurer:
         """
         self.image_size = (int(images.shape[-2]), int(images.shape[-1]))
         zero_gradients = 0
-        if probe_gradient:
+        if probe_gradient and self.gradcam:  # its maps come from a graph cut at the CAM layer
             probe = images.clone().requires_grad_(True)
-            logits, cams = self.forward(probe)
+            (grad,) = torch.autograd.grad(F.cross_entropy(self.model(probe), labels, reduction="sum"), probe)
+            zero_gradients = int((grad.flatten(1).abs().amax(1) == 0).sum())
+            logits, cams, classes = self.forward_no_grad(images, labels)
+        elif probe_gradient:
+            probe = images.clone().requires_grad_(True)
+            logits, cams, classes = self.forward(probe, labels)
             (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), probe)
             zero_gradients = int((grad.flatten(1).abs().amax(1) == 0).sum())
             logits, cams = logits.detach(), None if cams is None else cams.detach()
         else:
-            logits, cams = self.forward_no_grad(images)
+            logits, cams, classes = self.forward_no_grad(images, labels)
         pred = logits.argmax(1)
         size = len(labels)
         values = {
@@ -170,16 +215,15 @@ class Measurer:
             "l2": torch.zeros(size),
         }
         if cams is not None:
-            values.update(self._cam_values(cams, labels, pred, rows))
-            self.clean_peaks[rows] = cams.flatten(2).amax(2).cpu()
-            self.clean_true_peak[rows] = peak_location(cams[torch.arange(size), labels]).cpu()
+            values.update(self._cam_values(cams, labels, pred, rows, classes))
+            self._remember_clean(cams, labels, rows, classes)
             values["adv_peak_gain"] = torch.zeros(size)
             values["true_peak_shift"] = torch.zeros(size)
         return values, zero_gradients
 
     def measure(self, clean: Tensor, adversarial: Tensor, labels: Tensor, rows: Tensor) -> dict[str, Tensor]:
         """Measurements of adversarial examples of the clean inputs at positions ``rows``."""
-        logits, cams = self.forward_no_grad(adversarial)
+        logits, cams, classes = self.forward_no_grad(adversarial, labels)
         pred = logits.argmax(1)
         delta = (adversarial - clean).flatten(1).float()
         flat = adversarial.flatten(1)
@@ -191,14 +235,23 @@ class Measurer:
             "in_range": ((flat.min(dim=1).values >= 0) & (flat.max(dim=1).values <= 1)).cpu(),
         }
         if cams is not None:
-            values.update(self._cam_values(cams, labels, pred, rows))
+            values.update(self._cam_values(cams, labels, pred, rows, classes))
             index = torch.arange(len(labels), device=cams.device)
             peaks = cams.flatten(2).amax(2).cpu()
             pred_cpu = pred.cpu()
-            values["adv_peak_gain"] = (peaks - self.clean_peaks[rows]).gather(1, pred_cpu[:, None]).squeeze(1)
-            moved = peak_location(cams[index, labels]).cpu() - self.clean_true_peak[rows]
+            own = pred_cpu if classes is None else _position(classes, pred).cpu()  # pred's column in ``cams``
+            clean = self.clean_peaks[rows].gather(1, pred_cpu[:, None]).squeeze(1)
+            values["adv_peak_gain"] = peaks.gather(1, own[:, None]).squeeze(1) - clean
+            true_maps = cams[index, labels] if classes is None else cams[:, 0]
+            moved = peak_location(true_maps).cpu() - self.clean_true_peak[rows]
             values["true_peak_shift"] = moved.float().norm(dim=1)
         return values
+
+
+def _position(classes: Tensor, chosen: Tensor) -> Tensor:
+    """The column of each sample's ``chosen`` class in its row of ``classes`` (the prediction is
+    always mapped: it is the true class or the top negative by logit)."""
+    return (classes == chosen[:, None]).int().argmax(1)
 
 
 __all__ = ["PERTURBATION_COLUMNS", "Measurer", "logit_margin"]

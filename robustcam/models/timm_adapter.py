@@ -21,10 +21,11 @@ and timm weights from a local file (``.pth``, ``.bin``, ``.safetensors``, a Hugg
 Face cache's ``model.safetensors``) load through ``load_checkpoint``.
 
 Other heads (ViT's token pooling, ConvNeXt's default LayerNorm after pooling,
-MobileNetV3's ``conv_head`` after pooling, VGG's MLP) raise ``NotCAMCapableError``
-naming the step that is not GAP + Linear: such models have no exact CAMs (signed
-Grad-CAM maps are the planned route for them). ``cam_exact`` answers the question
-without building weights.
+MobileNetV3's ``conv_head`` after pooling, VGG's MLP) have no exact CAMs: such a model
+becomes a ``GradCAMClassifier`` (``robustcam.models.gradcam``), its classifier the head
+and the rest of the network the features, with signed Grad-CAM maps at the last layer of
+its ``feature_info`` unless ``--cam-layer`` names another. ``cam_exact`` says which a
+model is without building weights; ``head_problem`` says why a head is not exact.
 
 Models are always built with ``pretrained=False``: nothing is downloaded. The spec's
 input size and mean/std come from the model's ``pretrained_cfg`` (the tag's, for
@@ -44,6 +45,7 @@ from torch import fx, nn
 
 from robustcam.errors import InputError, ParameterError, RobustcamError
 from robustcam.models.base import CAMClassifier
+from robustcam.models.gradcam import GradCAMClassifier
 from robustcam.models.registry import MODELS, Architecture
 from robustcam.models.spec import ArchSpec, Normalization
 from robustcam.models.torchvision_adapter import NotCAMCapableError, describe_node, is_global_pool, linear_after_pool
@@ -54,6 +56,7 @@ __all__ = [
     "build_timm",
     "cam_exact",
     "cam_head",
+    "default_cam_layer",
     "head_problem",
     "import_timm",
     "timm_spec",
@@ -211,22 +214,65 @@ def build_timm(model_name: str, num_classes: int, in_channels: int = 3, **option
     """A ``CAMClassifier`` of the timm model ``model_name``, randomly initialised.
 
     ``options`` go to ``timm.create_model`` (``head_norm_first=True``, ``drop_rate=0.1``).
-    Raises ``NotCAMCapableError`` when the model's head is not GAP + one Linear.
+    A model whose head is not GAP + one Linear gets signed Grad-CAM maps instead
+    (``GradCAMClassifier``, at ``default_cam_layer``); ``NotCAMCapableError`` when its
+    classifier is not one Linear either.
     """
     arch = f"{TIMM_SCHEME}:{model_name}"
     timm = import_timm()
     net = _create(timm, model_name, num_classes=num_classes, in_chans=in_channels, **_checked_options(arch, options))
     try:
         head_name = cam_head(net)
-    except NotCAMCapableError as error:
-        raise NotCAMCapableError(
-            f"{arch} is not CAM-capable: {error}; exact CAMs need global average pooling followed by one linear layer"
-        ) from None
+    except NotCAMCapableError:
+        return _gradcam_timm(net, arch, in_channels)
     head = net.get_submodule(head_name)
     assert isinstance(head, nn.Linear)
     net.reset_classifier(0, global_pool="")  # type: ignore[operator]
     _check_pass_through(net, arch)
     return CAMClassifier(net, head, in_channels=in_channels, arch=arch, head_source=head_name)
+
+
+def default_cam_layer(net: nn.Module) -> str:
+    """The layer a timm model's Grad-CAM maps are read at by default: the last entry of its
+    ``feature_info`` (timm's own choice of its deepest feature maps: ``stages.3`` of a ConvNeXt,
+    the last of MobileNetV3's ``blocks``, VGG's last ReLU), ``blocks.<last>.norm1`` for a
+    class-token ViT."""
+    feature_info = getattr(net, "feature_info", None)
+    if not feature_info:
+        raise NotCAMCapableError(f"{type(net).__name__} declares no feature_info to take a Grad-CAM layer from")
+    last = str(feature_info[-1]["module"])
+    # A class-token ViT reads only its class token after the last block: the patch tokens there
+    # get zero gradient. Its maps come from the last block's first norm, the input of its
+    # attention (pytorch-grad-cam's choice for ViTs).
+    if getattr(net, "global_pool", None) == "token" and f"{last}.norm1" in dict(net.named_modules()):
+        return f"{last}.norm1"
+    return last
+
+
+def _gradcam_timm(net: nn.Module, arch: str, in_channels: int) -> GradCAMClassifier:
+    """A timm model whose head is not GAP + one Linear, with signed Grad-CAM maps: its
+    classifier is the head, the rest of the network (token pooling, norms, MLP) the features."""
+    head = net.get_classifier()  # type: ignore[operator]
+    if not isinstance(head, nn.Linear):
+        raise NotCAMCapableError(
+            f"{arch} has neither exact CAMs nor Grad-CAM maps here: its classifier is "
+            f"{type(head).__name__}, not one nn.Linear"
+        )
+    head_name = _classifier_name(net)
+    layer = default_cam_layer(net)
+    net.reset_classifier(0)  # type: ignore[operator]  # forward now ends at the classifier's input
+    patch_embed = getattr(net, "patch_embed", None)
+    grid = getattr(patch_embed, "grid_size", None)
+    return GradCAMClassifier(
+        net,
+        head,
+        cam_layer=layer,
+        prefix_tokens=int(getattr(net, "num_prefix_tokens", 0)),
+        grid=None if grid is None else (int(grid[0]), int(grid[1])),
+        in_channels=in_channels,
+        arch=arch,
+        head_source=head_name,
+    )
 
 
 def cam_exact(model_name: str, **options: Any) -> bool:

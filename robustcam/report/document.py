@@ -172,6 +172,23 @@ def _correlation_row(correlations: pd.DataFrame, statistic: str, target: str) ->
     return None if match.empty else dict(match.iloc[0])
 
 
+def pooled_methods_sentences(evaluations: Sequence[Evaluation]) -> list[str]:
+    """A sentence when the checkpoints' CAM statistics come from different methods (exact CAMs
+    and Grad-CAM maps): the model-level correlations then pool the two, and say so."""
+    methods: dict[str, list[str]] = {}
+    for evaluation in evaluations:
+        if evaluation.cam_method is not None:
+            methods.setdefault(evaluation.cam_method, []).append(evaluation.name)
+    if len(methods) < 2:
+        return []
+    parts = "; ".join(f"{method}: {', '.join(names)}" for method, names in sorted(methods.items()))
+    return [
+        f"The CAM statistics of these checkpoints come from different methods ({parts}): exact CAMs include the "
+        "head bias and Grad-CAM maps are scaled by 1/hw and read at another layer, so every model-level "
+        "correlation here pools two methods whose values are not on one scale; compare checkpoints within one method."
+    ]
+
+
 def build_report(
     evaluations: Sequence[Evaluation],
     *,
@@ -208,6 +225,7 @@ def build_report(
         replicates=has_replicates(configurations),
         dose_sentences=dose_sentences(dose, headline),
     )
+    reading = " ".join([reading, *pooled_methods_sentences(evaluations)])
     return Report(
         evaluations=evaluations,
         models=table,

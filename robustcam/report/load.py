@@ -108,6 +108,17 @@ class Evaluation:
         """The ``STAT_NAMES`` whose ``clean_<stat>`` column is in ``per_sample.csv``."""
         return tuple(s for s in STAT_NAMES if f"clean_{s}" in self.per_sample.columns)
 
+    @property
+    def cam_method(self) -> str | None:
+        """Where the CAM statistics come from: ``exact`` CAMs or ``gradcam`` maps (records written
+        before the ``cam_method`` column are exact); None without CAM statistics."""
+        if not self.cam_statistics:
+            return None
+        if "cam_method" not in self.per_sample.columns or not len(self.per_sample):
+            return "exact"
+        methods = sorted(set(self.per_sample["cam_method"].dropna().astype(str)))
+        return "+".join(methods) if methods else "exact"
+
     def __repr__(self) -> str:
         return (
             f"Evaluation(name={self.name!r}, loss={self.loss!r}, noise={self.noise!r}, "
