@@ -40,6 +40,9 @@ from robustcam.errors import InputError
 from robustcam.models.base import CAMClassifier, ModelOutput
 
 
+_RESIZING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
 class CAMLayerError(InputError):
     """A ``--cam-layer`` that names no layer of the model, or a layer whose output is no map."""
 
@@ -172,6 +175,71 @@ class GradCAMClassifier(CAMClassifier):
         return f"{super().extra_repr()}, cam_method='gradcam', cam_layer={self.cam_layer!r}"
 
 
+def _executed_outputs(net: nn.Module, x: Tensor) -> tuple[Tensor, list[tuple[str, nn.Module, Tensor]]]:
+    """The network's output on ``x`` and every submodule's (name, module, output), in the order they ran."""
+    ran: list[tuple[str, nn.Module, Tensor]] = []
+    handles = [
+        module.register_forward_hook(
+            lambda module, inputs, output, name=name: (
+                ran.append((name, module, output)) if isinstance(output, Tensor) else None
+            )
+        )
+        for name, module in net.named_modules()
+        if name
+    ]
+    try:
+        with torch.no_grad():
+            output = net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, ran
+
+
+def _last_map_layer(ran: list[tuple[str, nn.Module, Tensor]], before: int) -> str | None:
+    """The last module that ran before position ``before`` whose output is (N, K, h, w) with h w > 1,
+    adaptive pooling aside (VGG's resizes any map to 7x7: at CIFAR size, copies of one position)."""
+    for name, module, output in reversed(ran[:before]):
+        if isinstance(module, _RESIZING):
+            continue
+        if output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
+            return name
+    return None
+
+
+def gradcam_network(
+    net: nn.Module,
+    *,
+    arch: str,
+    in_channels: int,
+    input_size: tuple[int, int] = (224, 224),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> GradCAMClassifier:
+    """A network whose head is not GAP + one Linear (a torchvision VGG, a user's MLP head) as a
+    ``GradCAMClassifier``: its output must be the output of an ``nn.Linear`` (the head, replaced
+    by the identity in the network, which becomes the features); the maps are read at the last
+    layer that gives (N, K, h, w) maps with more than one position. Both are found by one
+    forward pass of a zero image of ``input_size``; a one-line ``ValueError`` says what is missing."""
+    parameter = next(net.parameters(), None)
+    probe = torch.zeros(1, in_channels, *input_size, device=None if parameter is None else parameter.device)
+    output, ran = _executed_outputs(net, probe)
+    heads = [i for i, (_, module, out) in enumerate(ran) if isinstance(module, nn.Linear) and out is output]
+    if not heads:
+        raise ValueError(f"its output is not the output of one nn.Linear, so {arch} has no Grad-CAM head either")
+    position = heads[-1]
+    head_name, head = ran[position][0], ran[position][1]
+    assert isinstance(head, nn.Linear)
+    layer = _last_map_layer(ran, position)
+    if layer is None:
+        raise ValueError(f"no layer of {arch} gives feature maps (N, K, h, w) with h x w > 1 for Grad-CAM")
+    parent, _, child = head_name.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
+    return GradCAMClassifier(
+        net, head, cam_layer=layer, in_channels=in_channels, mean=mean, std=std, arch=arch, head_source=head_name
+    )
+
+
 def cam_method(model: nn.Module) -> str:
     """``exact`` (GAP + linear: logits are the mean of the CAMs) or ``gradcam``."""
     return "gradcam" if isinstance(model, GradCAMClassifier) else "exact"
@@ -189,4 +257,4 @@ def apply_cam_layer(model: CAMClassifier, name: str | None) -> None:
     model.set_cam_layer(name)
 
 
-__all__ = ["CAMLayerError", "GradCAMClassifier", "apply_cam_layer", "cam_method", "tokens_to_maps"]
+__all__ = ["CAMLayerError", "GradCAMClassifier", "apply_cam_layer", "cam_method", "gradcam_network", "tokens_to_maps"]

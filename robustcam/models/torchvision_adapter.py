@@ -179,9 +179,23 @@ def from_torchvision(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    gradcam: bool = False,
+    input_size: tuple[int, int] = (224, 224),
 ) -> CAMClassifier:
-    """Adapt a torchvision-style classifier (conv backbone, GAP, one linear head)."""
+    """Adapt a torchvision-style classifier: split at its global pooling (conv backbone, GAP, one
+    linear head: exact CAMs), or, with ``gradcam``, a network with another head as a
+    ``GradCAMClassifier`` (``robustcam.models.gradcam.gradcam_network``, probed at ``input_size``)."""
     if in_channels != 3:
         _replace_first_conv(net, in_channels)
-    features, head, head_name = split_at_global_pool(net, name=arch)
+    try:
+        features, head, head_name = split_at_global_pool(net, name=arch)
+    except NotCAMCapableError as error:
+        if not gradcam:
+            raise
+        from robustcam.models.gradcam import gradcam_network  # it builds on this module's CAMClassifier
+
+        try:
+            return gradcam_network(net, arch=arch, in_channels=in_channels, input_size=input_size, mean=mean, std=std)
+        except ValueError as reason:
+            raise NotCAMCapableError(f"{error}; and {reason}") from None
     return CAMClassifier(features, head, in_channels=in_channels, mean=mean, std=std, arch=arch, head_source=head_name)

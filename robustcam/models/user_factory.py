@@ -12,8 +12,9 @@ The factory is called as ``function(num_classes=..., **model_kwargs)``, with
 convolution is rebuilt for a grey-scale dataset, as for torchvision models). It returns
 an ``nn.Module``: a ``CAMClassifier`` is used as it is; any other network goes through
 the same adapter as torchvision models (``from_torchvision``: split at its global
-average pooling, which must be followed by one ``nn.Linear``), so its state_dict keys
-are the network's own (``features.<key>``, the head ``head.*``).
+average pooling when one ``nn.Linear`` follows it, for exact CAMs; else a
+``GradCAMClassifier`` whose head is the ``nn.Linear`` that gives the output), so its
+state_dict keys are the network's own (``features.<key>``, the head ``head.*``).
 
 What the spec knows comes from the factory's result, built once on the meta device
 (no weights are allocated): input size and mean/std when the network carries a
@@ -24,7 +25,7 @@ normalises its inputs itself should be evaluated with ``--normalization none``.
 
 Every failure is one line: no such file or module, no such function, the function
 raised (its name and message), the result is not an ``nn.Module``, it has the wrong
-number of classes, or it is not CAM-capable.
+number of classes, or it has neither exact CAMs nor a Linear output for Grad-CAM.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def build_from_factory(
         model = net
         model.arch = arch
     else:
-        model = from_torchvision(net, arch=arch, in_channels=in_channels)
+        model = from_torchvision(net, arch=arch, in_channels=in_channels, gradcam=True)
     if model.num_classes != num_classes:
         raise FactoryError(
             f"model factory {arch} returned a network with {model.num_classes} classes, not num_classes={num_classes}"

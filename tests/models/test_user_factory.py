@@ -13,6 +13,9 @@ from robustcam.checkpoint import load_checkpoint
 from robustcam.config import ModelConfig
 from robustcam.errors import CheckpointError
 from robustcam.models import CAMClassifier, FactoryError, NotCAMCapableError, build_model, get_spec
+from robustcam.models.gradcam import GradCAMClassifier
+from robustcam.models.normalization import NORMALIZATIONS
+from robustcam.models.user_factory import load_factory
 
 FACTORIES = """
 import torch
@@ -51,6 +54,12 @@ def build_cam_classifier(num_classes, in_channels=3):
 def build_mlp_head(num_classes):
     net = Net(num_classes, 4)
     net.classifier = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, num_classes))
+    return net
+
+
+def build_softmax_head(num_classes):
+    net = Net(num_classes, 4)
+    net.classifier = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, num_classes), nn.Softmax(dim=1))
     return net
 
 
@@ -149,9 +158,28 @@ def test_factory_errors_are_one_line_naming_the_value(factories: Path, target: s
     assert wanted in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_head_that_is_not_one_linear_is_not_cam_capable(factories: Path) -> None:
-    with pytest.raises(NotCAMCapableError, match=r"build_mlp_head is not CAM-capable: after global average pooling"):
-        build_model(f"{factories}:build_mlp_head", 2)
+def test_a_head_that_is_not_one_linear_gets_gradcam_maps_and_its_own_keys_load(factories: Path, tmp_path: Path) -> None:
+    arch = f"{factories}:build_mlp_head"
+    model = build_model(arch, 2)
+    assert isinstance(model, GradCAMClassifier) and model.head_source == "classifier.2"
+    assert model.cam_layer == "body", "the last layer with maps of more than one position (the pooling has one)"
+    torch.manual_seed(5)
+    net = load_factory(arch)(2).eval()  # the user's network itself, saved in its own keys
+    path = tmp_path / "mine.pt"
+    torch.save(net.state_dict(), path)
+    loaded, _ = load_checkpoint(path, arch=arch, normalization=NORMALIZATIONS["none"])
+    assert isinstance(loaded, GradCAMClassifier)
+    x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+        _, maps, classes = loaded.class_maps(x, torch.tensor([0, 1, 1]), 1)
+    assert maps.shape == (3, 2, 12, 12) and torch.equal(classes[:, 0], torch.tensor([0, 1, 1]))
+
+
+def test_a_network_whose_output_is_no_linear_has_no_gradcam_either(factories: Path) -> None:
+    with pytest.raises(NotCAMCapableError, match=r"is not the output of one nn.Linear") as info:
+        build_model(f"{factories}:build_softmax_head", 2)
+    assert "\n" not in str(info.value)
 
 
 def test_loading_through_a_bad_factory_is_one_checkpoint_error(factories: Path, tmp_path: Path) -> None:
