@@ -145,6 +145,30 @@ def test_cam_losses_refuse_a_model_without_exact_cams(tmp_path: Path) -> None:
         train(config, tmp_path / "run")
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "method"),
+    [("resnet18", {}, "exact"), ("vit_tiny_patch16_224", {"img_size": 32}, "gradcam")],
+)
+def test_issue_targets_timm_resnet18_and_vit_tiny_evaluate_on_a_cifar10_root(
+    name: str, options: dict[str, Any], method: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_cifar10(tmp_path / "cifar", per_batch=4)
+    torch.manual_seed(0)
+    net = timm.create_model(name, pretrained=False, num_classes=10, **options)
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    out = tmp_path / "eval"
+    argv = ["eval", "--ckpt", str(path), "--arch", f"timm:{name}", "--model-kwargs", json.dumps(options),
+            "--data", "cifar10", "--data-root", str(tmp_path / "cifar"), "--attacks", "pgd", "--eps", "8/255",
+            "--steps", "2", "--out", str(out), "--no-sanity"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code in (0, None), capsys.readouterr().err
+    rows = pd.read_csv(out / "per_sample.csv")
+    assert set(rows["cam_method"]) == {method} and len(rows) == 4
+    assert rows[["clean_neg_peak_max", "clean_neg_homogeneity", "adv_neg_peak_max"]].notna().all().all()
+
+
 def test_a_timm_vit_evaluates_end_to_end_with_gradcam_statistics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
