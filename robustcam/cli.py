@@ -354,19 +354,27 @@ def _robust_matrix(attacked: Any, title: str) -> Table:
     return matrix
 
 
+_BACKEND_SHORT = {"torchattacks": "ta", "foolbox": "fb", "autoattack": "aa", "native": "nat"}
+
+
 def _attack_details(summary: Any, attacked: Any) -> Table:
+    """One row per (attack, backend, eps), readable at 80 columns: short headers, the backend as a
+    short suffix of the attack (``pgd/nat``), a legend below."""
     from robustcam.attacks import format_eps
 
-    details = Table(title="per attack and eps", title_justify="left")
     several_backends = attacked.loc[attacked["attack"] != "worst", "backend"].nunique() > 1
-    backend_column = ["backend"] if several_backends else []
-    columns = ["attack", *backend_column, "eps", "robust %", "success %", "median norm", "attacked", "img/s"]
-    for column in columns:
-        details.add_column(column, justify="left" if column in ("attack", "backend") else "right")
-    for row in summary[~summary["attack"].isin(["clean", "worst"])].itertuples():
+    rows = summary[~summary["attack"].isin(["clean", "worst"])]
+    legend = "succ: attack success among attacked; med norm: median norm of the successful examples; n: attacked"
+    if several_backends:
+        used = [b for b in _BACKEND_SHORT if b in set(rows["backend"])]
+        legend += "; " + ", ".join(f"{_BACKEND_SHORT[b]}: {b}" for b in used)
+    details = Table(title="per attack and eps", title_justify="left", caption=legend, caption_justify="left")
+    for column in ("attack", "eps", "robust %", "succ %", "med norm", "n", "img/s"):
+        details.add_column(column, justify="left" if column == "attack" else "right", no_wrap=column == "attack")
+    for row in rows.itertuples():
+        name = f"{row.attack}/{_BACKEND_SHORT.get(row.backend, row.backend)}" if several_backends else row.attack
         details.add_row(
-            row.attack,
-            *([row.backend] if several_backends else []),
+            name,
             format_eps(row.eps, row.norm),
             _pct(row.robust_acc),
             _pct(row.attack_success_rate),

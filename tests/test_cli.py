@@ -323,3 +323,27 @@ def test_without_timm_a_timm_arch_is_one_line_with_the_install_command(
     assert 'timm architectures need the optional timm package: pip install -e ".[timm]"' in err
     code, _, err = _run(["train", "--arch", "timm:resnet50", "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and 'pip install -e ".[timm]"' in err
+
+
+def test_the_attack_details_table_is_readable_at_80_columns() -> None:
+    import pandas as pd
+    from rich.console import Console
+
+    from robustcam.cli import _attack_details
+
+    rows = [
+        ("pgd", "native", "Linf", 8 / 255, 0.4375, 0.5625, 0.0314, 16, 228.0),
+        ("pgd", "torchattacks", "Linf", 8 / 255, 0.4375, 0.5625, 0.0314, 16, 336.0),
+        ("autoattack-ta", "torchattacks", "Linf", 8 / 255, 0.375, 0.625, 0.0314, 16, 2.0),
+        ("autoattack", "autoattack", "Linf", 8 / 255, 0.3125, 0.6875, 0.0314, 16, 1.0),
+        ("cw", "foolbox", "L2", 0.5, 0.625, 0.375, 0.3613, 16, 24.0),
+    ]
+    columns = ["attack", "backend", "norm", "eps", "robust_acc", "attack_success_rate", "median_norm",
+               "n_attacked", "images_per_s"]  # fmt: skip
+    summary = pd.DataFrame(rows, columns=columns)
+    console = Console(record=True, width=80, force_terminal=False, color_system=None)
+    console.print(_attack_details(summary, summary))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for name in ("pgd/nat", "pgd/ta", "autoattack-ta/ta", "autoattack/aa", "cw/fb", "aa: autoattack"):
+        assert name in " ".join(text.split()), name
