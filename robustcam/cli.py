@@ -388,15 +388,16 @@ def _attack_details(summary: Any, attacked: Any) -> Table:
 def _agreement_table(agreement_rows: Any) -> Table:
     from robustcam.attacks import format_eps
 
-    agreement = Table(title="torchattacks vs foolbox", title_justify="left")
-    for column in ("attack", "eps", "torchattacks %", "foolbox %", "difference (points)", "same verdict %"):
-        agreement.add_column(column, justify="left" if column == "attack" else "right")
+    agreement = Table(title="backends compared (a vs b)", title_justify="left")
+    for column in ("attack", "eps", "a vs b", "a %", "b %", "a - b (points)", "same verdict %"):
+        agreement.add_column(column, justify="left" if column in ("attack", "a vs b") else "right")
     for row in agreement_rows.itertuples():
         agreement.add_row(
             row.attack,
             format_eps(row.eps, row.norm),
-            _pct(row.robust_acc_torchattacks),
-            _pct(row.robust_acc_foolbox),
+            f"{row.backend_a} vs {row.backend_b}",
+            _pct(row.robust_acc_a),
+            _pct(row.robust_acc_b),
             f"{row.difference_points:+.1f}",
             _pct(row.agreement_rate),
         )

@@ -205,12 +205,13 @@ def test_torchattacks_and_foolbox_agree_on_the_trained_model(matrix: tuple[EvalR
     assert (agreement["agreement_rate"] >= 0.95).all(), agreement
     assert "backends_disagree" not in _checks(result)
     summary = result.summary
+    assert set(zip(agreement["backend_a"], agreement["backend_b"])) == {("torchattacks", "foolbox")}
     for row in agreement.itertuples():
-        for backend in ("torchattacks", "foolbox"):
+        for backend, side in (("torchattacks", "a"), ("foolbox", "b")):
             at = summary[
                 (summary["attack"] == row.attack) & (summary["backend"] == backend) & (summary["eps"] == row.eps)
             ]
-            assert float(at["robust_acc"].iloc[0]) == getattr(row, f"robust_acc_{backend}")
+            assert float(at["robust_acc"].iloc[0]) == getattr(row, f"robust_acc_{side}")
     # the attacks do something: at 8/255 PGD breaks a good share of the clean-correct samples
     pgd = _summary_rows(summary, "pgd")
     assert float(pgd["robust_acc"].iloc[-1]) < float(pgd["clean_acc"].iloc[-1]) - 0.2
@@ -550,6 +551,21 @@ def test_an_attack_one_backend_lacks_runs_on_the_other_and_is_flagged(
     assert set(result.agreement["attack"]) == {"fgsm"}
 
 
+def test_every_pair_of_backends_is_compared_native_first(
+    digits_model: CAMClassifier, digits_test: ImageDataset
+) -> None:
+    result = evaluate(
+        digits_model, digits_test, ["pgd"], eps=["8/255"], backends=["foolbox", "torchattacks", "native"],
+        n=32, batch_size=32, sanity=False,
+    )  # fmt: skip
+    pairs = list(zip(result.agreement["backend_a"], result.agreement["backend_b"]))
+    assert pairs == [("native", "torchattacks"), ("native", "foolbox"), ("torchattacks", "foolbox")]
+    robust = result.per_sample.pivot_table(index="index", columns="backend", values="robust", aggfunc="first")
+    for row in result.agreement.itertuples():
+        assert row.robust_acc_a == robust[row.backend_a].mean() and row.robust_acc_b == robust[row.backend_b].mean()
+        assert row.agreement_rate == (robust[row.backend_a] == robust[row.backend_b]).mean()
+
+
 # --------------------------------------------------------------------------- sanity flags
 
 
@@ -636,8 +652,10 @@ def test_sanity_flags_on_hand_made_summaries() -> None:
                 "attack": "pgd",
                 "norm": "Linf",
                 "eps": 8 / 255,
-                "robust_acc_torchattacks": 0.50,
-                "robust_acc_foolbox": 0.55,
+                "backend_a": "torchattacks",
+                "backend_b": "foolbox",
+                "robust_acc_a": 0.50,
+                "robust_acc_b": 0.55,
                 "difference_points": -5.0,
                 "agreement_rate": 0.9,
             },
@@ -645,8 +663,10 @@ def test_sanity_flags_on_hand_made_summaries() -> None:
                 "attack": "fgsm",
                 "norm": "Linf",
                 "eps": 8 / 255,
-                "robust_acc_torchattacks": 0.60,
-                "robust_acc_foolbox": 0.63,
+                "backend_a": "torchattacks",
+                "backend_b": "foolbox",
+                "robust_acc_a": 0.60,
+                "robust_acc_b": 0.63,
                 "difference_points": -3.0,
                 "agreement_rate": 0.97,
             },
@@ -654,6 +674,7 @@ def test_sanity_flags_on_hand_made_summaries() -> None:
     )
     flags = sanity_flags(honest, agreement, n_samples=100)
     assert [flag.check for flag in flags] == ["backends_disagree"] and flags[0].message.startswith("pgd at eps")
+    assert "torchattacks 50.0% vs foolbox 55.0% (-5.0 points)" in flags[0].message
 
 
 # --------------------------------------------------------------------------- seeds

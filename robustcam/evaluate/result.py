@@ -15,7 +15,7 @@ class EvalResult:
     per_sample: pd.DataFrame  # one row per (sample, attack, backend, eps)
     summary: pd.DataFrame  # one row per (attack, backend, eps), plus clean and worst-case rows
     flags: tuple[SanityFlag, ...] = ()
-    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # torchattacks vs foolbox
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # every pair of backends (backend_agreement)
     meta: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, Any] | None = None  # a few samples with their CAMs, clean and adversarial
     maxboxacc: pd.DataFrame = field(default_factory=pd.DataFrame)  # maxboxacc_v2.csv (datasets with boxes)

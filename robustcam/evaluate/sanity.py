@@ -85,8 +85,8 @@ def sanity_flags(summary: pd.DataFrame, agreement: pd.DataFrame, *, n_samples: i
             flags.append(
                 SanityFlag(
                     "backends_disagree",
-                    f"{row.attack} at eps {row.eps:.6g}: torchattacks {100 * row.robust_acc_torchattacks:.1f}% vs "
-                    f"foolbox {100 * row.robust_acc_foolbox:.1f}% ({row.difference_points:+.1f} points)",
+                    f"{row.attack} at eps {row.eps:.6g}: {row.backend_a} {100 * row.robust_acc_a:.1f}% vs "
+                    f"{row.backend_b} {100 * row.robust_acc_b:.1f}% ({row.difference_points:+.1f} points)",
                 )
             )
     return flags

@@ -7,6 +7,8 @@ here can be recomputed from ``per_sample.csv`` (``robustcam report`` does, and c
 
 from __future__ import annotations
 
+import itertools
+
 import math
 from typing import Any
 
@@ -100,28 +102,39 @@ def _summary_row(attack: str, backend: str, norm: str, eps: float, group: pd.Dat
     }
 
 
+# the order a pair's two backends are named in: robustcam's own first, then the libraries
+BACKEND_ORDER = ("native", "torchattacks", "foolbox", "autoattack")
+
+
+def _backend_rank(backend: str) -> tuple[int, str]:
+    return (BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER), backend)
+
+
 def backend_agreement(per_sample: pd.DataFrame) -> pd.DataFrame:
-    """torchattacks vs foolbox per (attack, eps): both robust accuracies, their difference in
-    points, and the fraction of samples on whose robustness the two agree."""
+    """Every pair of backends that ran the same (attack, eps): ``backend_a``, ``backend_b``
+    (in ``BACKEND_ORDER``), both robust accuracies (``robust_acc_a``, ``robust_acc_b``), their
+    difference in points (a - b), and the fraction of samples on whose robustness the two agree."""
     if per_sample.empty or per_sample["backend"].nunique() < 2:
         return pd.DataFrame()
     rows = []
     for (attack, norm, eps), group in per_sample.groupby(["attack", "norm", "eps"], sort=False):
         by_backend = group.pivot_table(index="index", columns="backend", values="robust", aggfunc="first")
-        if not {"torchattacks", "foolbox"} <= set(by_backend.columns):
-            continue
-        ta, fb_ = by_backend["torchattacks"].astype(bool), by_backend["foolbox"].astype(bool)
-        rows.append(
-            {
-                "attack": attack,
-                "norm": norm,
-                "eps": eps,
-                "robust_acc_torchattacks": ta.mean(),
-                "robust_acc_foolbox": fb_.mean(),
-                "difference_points": 100 * (ta.mean() - fb_.mean()),
-                "agreement_rate": (ta == fb_).mean(),
-            }
-        )
+        backends = sorted(by_backend.columns, key=_backend_rank)
+        for first, second in itertools.combinations(backends, 2):
+            a, b = by_backend[first].astype(bool), by_backend[second].astype(bool)
+            rows.append(
+                {
+                    "attack": attack,
+                    "norm": norm,
+                    "eps": eps,
+                    "backend_a": first,
+                    "backend_b": second,
+                    "robust_acc_a": a.mean(),
+                    "robust_acc_b": b.mean(),
+                    "difference_points": 100 * (a.mean() - b.mean()),
+                    "agreement_rate": (a == b).mean(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
