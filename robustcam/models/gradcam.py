@@ -65,6 +65,22 @@ def tokens_to_maps(activation: Tensor, prefix_tokens: int, grid: tuple[int, int]
     return patches.transpose(1, 2).reshape(len(activation), -1, height, width)
 
 
+def _batched_gradients(outputs: Tensor, leaf: Tensor, one_hot: Tensor) -> Tensor:
+    """``d outputs[:, j] / d leaf`` for every column j, (m, *leaf.shape): one backward pass
+    vmapped over the columns, or, where an operation of the network has no batching rule for
+    that, one backward pass per column through the same graph."""
+    try:
+        (gradients,) = torch.autograd.grad(
+            outputs, leaf, grad_outputs=one_hot, retain_graph=True, is_grads_batched=True
+        )
+        return gradients
+    except RuntimeError as error:
+        if "atching rule" not in str(error) and "vmap" not in str(error):
+            raise
+    columns = [torch.autograd.grad(outputs, leaf, grad_outputs=g, retain_graph=True)[0] for g in one_hot]
+    return torch.stack(columns)
+
+
 class GradCAMClassifier(CAMClassifier):
     """``features -> head`` with signed Grad-CAM maps at ``cam_layer`` (see the module docstring).
 
@@ -141,7 +157,7 @@ class GradCAMClassifier(CAMClassifier):
         one_hot = torch.eye(count, dtype=selected.dtype, device=selected.device)[:, None, :].expand(
             -1, len(classes), -1
         )
-        (gradients,) = torch.autograd.grad(selected, activation, grad_outputs=one_hot, is_grads_batched=True)
+        gradients = _batched_gradients(selected, activation, one_hot)
         values = tokens_to_maps(activation.detach(), self.prefix_tokens, self.grid)  # (N, K, h, w)
         grads = torch.stack([tokens_to_maps(g, self.prefix_tokens, self.grid) for g in gradients])  # (m, N, K, h, w)
         weights = grads.mean(dim=(3, 4))  # (m, N, K)

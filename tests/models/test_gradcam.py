@@ -72,6 +72,26 @@ def test_on_a_gap_linear_model_signed_gradcam_is_the_exact_cam_without_bias_over
     assert cam_method(wrapped) == "gradcam" and cam_method(model) == "exact"
 
 
+def test_without_a_batching_rule_the_maps_come_one_class_at_a_time_and_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wrapped = _as_gradcam(_smallcnn())
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        batched = wrapped.forward_cams(x).cams
+    grad = torch.autograd.grad
+
+    def no_vmap(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented for aten::is_nonzero. We could not generate a fallback.")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_vmap)
+    with torch.no_grad():
+        looped = wrapped.forward_cams(x).cams
+    torch.testing.assert_close(looped, batched)
+
+
 def test_relu_of_the_signed_map_is_torchcams_unnormalised_gradcam() -> None:
     torchcam = pytest.importorskip("torchcam.methods")
     torch.manual_seed(2)
