@@ -226,6 +226,9 @@ def build_report(
         dose_sentences=dose_sentences(dose, headline),
     )
     reading = " ".join([reading, *pooled_methods_sentences(evaluations)])
+    methods = sorted({e.cam_method for e in evaluations if e.cam_method is not None})
+    if methods and not correlations.empty:  # which maps every row pools (all rows use every checkpoint)
+        correlations = correlations.assign(cam_methods="+".join(methods))
     return Report(
         evaluations=evaluations,
         models=table,

@@ -10,7 +10,7 @@ from report.synthetic import make_records, write_folder
 
 from robustcam.cam import STAT_NAMES
 from robustcam.report import load_evaluations
-from robustcam.report.document import pooled_methods_sentences
+from robustcam.report.document import build_report, pooled_methods_sentences
 
 
 def test_records_say_their_cam_method_and_pooling_two_methods_is_said(tmp_path: Path) -> None:
@@ -25,3 +25,5 @@ def test_records_say_their_cam_method_and_pooling_two_methods_is_said(tmp_path: 
     (sentence,) = pooled_methods_sentences(evaluations)
     assert "exact: resnet; gradcam: vit" in sentence and "pools two methods" in sentence
     assert pooled_methods_sentences([e for e in evaluations if e.name == "vit"]) == []
+    report = build_report(evaluations, bootstrap=100, cv_repeats=1)
+    assert set(report.correlations["cam_methods"]) == {"exact+gradcam"} and "pools two methods" in report.reading
