@@ -9,6 +9,9 @@ The record::
 
     {"indices", "labels", "clean_pred", "images", "cams",          # the clean samples
      "adv": {"<attack>/<backend>/<eps>": {"images", "cams", "pred"}}}
+
+A Grad-CAM model's record also has ``"cam_method": "gradcam"`` and ``"logits"`` (clean and per
+adversarial entry): its maps do not average to its logits, which rank the top negative class.
 """
 
 from __future__ import annotations
@@ -39,13 +42,23 @@ def clean_record(measurer: Measurer, images: Tensor, labels: Tensor, indices: Te
         "images": images.cpu(),
         "cams": cams.cpu(),
         "adv": {},
+        **_gradcam_fields(measurer, logits),
     }
 
 
 def adversarial_record(measurer: Measurer, images: Tensor) -> dict[str, Tensor]:
     """Adversarial images with their raw CAMs and predictions."""
     logits, cams = measurer.figure_maps(images)
-    return {"images": images.cpu(), "cams": cams.cpu(), "pred": logits.argmax(1).cpu()}
+    return {"images": images.cpu(), "cams": cams.cpu(), "pred": logits.argmax(1).cpu(), **_logits(measurer, logits)}
+
+
+def _logits(measurer: Measurer, logits: Tensor) -> dict[str, Tensor]:
+    """Grad-CAM records keep their logits: their maps do not average to them (exact CAMs do)."""
+    return {"logits": logits.cpu()} if measurer.gradcam else {}
+
+
+def _gradcam_fields(measurer: Measurer, logits: Tensor) -> dict[str, Any]:
+    return {"cam_method": "gradcam", **_logits(measurer, logits)} if measurer.gradcam else {}
 
 
 def example_key(attack: Attack, backend: str, eps: float | None) -> str:

@@ -193,11 +193,12 @@ def _overlay(ax: Axes, image: np.ndarray, cam: np.ndarray) -> None:
     )
 
 
-def _top_negative(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per sample, the negative class with the highest logit (mean of its CAM)."""
-    logits = cams.float().mean(dim=(2, 3))
-    logits[torch.arange(len(labels)), labels] = float("-inf")
-    return logits.argmax(dim=1)
+def _top_negative(cams: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample, the negative class with the highest logit: the stored logits (Grad-CAM maps do
+    not average to them), else the mean of each exact CAM."""
+    scores = (logits if logits is not None else cams.mean(dim=(2, 3))).float().clone()
+    scores[torch.arange(len(labels)), labels] = float("-inf")
+    return scores.argmax(dim=1)
 
 
 EXAMPLES_RECOVER = "delete it (the report then draws no CAM grid for it) or run the evaluation again"
@@ -260,7 +261,7 @@ def _adversarial_problem(data: Mapping[str, Any]) -> str | None:
 
 
 def _panel_problem(what: str, data: Mapping[str, Any]) -> str | None:
-    for key in ("labels", "images", "cams", "clean_pred", "pred"):
+    for key in ("labels", "images", "cams", "clean_pred", "pred", "logits"):
         if key in data and not isinstance(data[key], torch.Tensor):
             return f"has a {type(data[key]).__name__} as {what}{key!r}, not a tensor"
     if data["images"].ndim != 4 or data["cams"].ndim != 4:
@@ -268,6 +269,8 @@ def _panel_problem(what: str, data: Mapping[str, Any]) -> str | None:
     for key in ("clean_pred", "pred"):
         if key in data and data[key].shape != data["images"].shape[:1]:
             return f"has {what}{key!r} of another length than its images"
+    if "logits" in data and data["logits"].shape != data["cams"].shape[:2]:
+        return f"has {what}'logits' of shape {tuple(data['logits'].shape)}, not (N, K) as its CAMs"
     return None
 
 
@@ -290,19 +293,20 @@ def plot_cam_grid(
     clean_pred = data.get("clean_pred", data["cams"].float().mean(dim=(2, 3)).argmax(1)).long()
     adv = data.get("adv") or {}
     key = _adversarial_key(adv, setting)
-    panels: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = [
-        ("clean", data["images"], data["cams"], clean_pred)
+    panels: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = [
+        ("clean", data["images"], data["cams"], clean_pred, data.get("logits"))
     ]
     if key is not None:
         entry = adv[key]
         pred = entry.get("pred", entry["cams"].float().mean(dim=(2, 3)).argmax(1)).long()
-        panels.append((f"adv {key}", entry["images"], entry["cams"], pred))
+        panels.append((f"adv {key}", entry["images"], entry["cams"], pred, entry.get("logits")))
+    kind = "Grad-CAM" if data.get("cam_method") == "gradcam" else "CAM"
     figure = Figure(figsize=(2.0 * 3 * len(panels), 2.1 * count + 0.6), layout="constrained")
     axes = figure.subplots(count, 3 * len(panels), squeeze=False)
-    for p, (what, images, cams, pred) in enumerate(panels):
+    for p, (what, images, cams, pred, logits) in enumerate(panels):
         images_np = images[:count].float().cpu().numpy()
         cams = cams[:count].float().cpu()
-        negative = _top_negative(cams, labels[:count])
+        negative = _top_negative(cams, labels[:count], None if logits is None else logits[:count].cpu())
         for i in range(count):
             y, c = int(labels[i]), int(negative[i])
             true_map, neg_map = cams[i, y].numpy(), cams[i, c].numpy()
@@ -310,9 +314,9 @@ def plot_cam_grid(
             _image(cells[0], images_np[i])
             cells[0].set_title(f"{what}\nlabel {y}, pred {int(pred[i])}", fontsize=7)
             _overlay(cells[1], images_np[i], true_map)
-            cells[1].set_title(f"true class {y} CAM\nraw peak {true_map.max():.3g}", fontsize=7)
+            cells[1].set_title(f"true class {y} {kind}\nraw peak {true_map.max():.3g}", fontsize=7)
             _overlay(cells[2], images_np[i], neg_map)
-            cells[2].set_title(f"top negative {c} CAM\nraw peak {neg_map.max():.3g}", fontsize=7)
+            cells[2].set_title(f"top negative {c} {kind}\nraw peak {neg_map.max():.3g}", fontsize=7)
             for ax in cells:
                 ax.set_xticks([])
                 ax.set_yticks([])

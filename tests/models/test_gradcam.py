@@ -24,7 +24,9 @@ from robustcam.checkpoint import load_checkpoint
 from robustcam.cli import main
 from robustcam.config import load_train_config
 from robustcam.errors import InputError
+from robustcam.io import CorruptFileError
 from robustcam.models import CAMClassifier, build_model
+from robustcam.report import plot_cam_grid
 from robustcam.models.gradcam import CAMLayerError, GradCAMClassifier, apply_cam_layer, cam_method, tokens_to_maps
 from robustcam.train import train
 
@@ -212,5 +214,12 @@ def test_a_timm_vit_evaluates_end_to_end_with_gradcam_statistics(
     for column in ("clean_neg_peak_max", "clean_neg_homogeneity", "adv_neg_peak_max", "clean_pos_peak"):
         assert rows[column].notna().all(), column
     summary = json.loads((out / "summary.json").read_text())
+    examples = torch.load(out / "examples.pt", weights_only=True)
+    assert examples["cam_method"] == "gradcam" and examples["logits"].shape == (8, 10)
+    figure = plot_cam_grid(out / "examples.pt", tmp_path / "grid.png")
+    assert figure.stat().st_size > 0
+    examples["logits"] = torch.zeros(8, 3)
+    with pytest.raises(CorruptFileError, match=r"'logits' of shape \(8, 3\), not \(N, K\)"):
+        plot_cam_grid(examples, tmp_path / "bad.png")
     cams = summary["meta"]["cam_stats"]
     assert cams["method"] == "gradcam" and cams["cam_layer"] == "blocks.4"
