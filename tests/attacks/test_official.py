@@ -79,7 +79,7 @@ def test_through_the_evaluator_the_records_are_the_authors_examples(
     result = evaluate(digits_model, digits_test, ["apgd-ce"], eps=["8/255"], eps_l2=None, n=24, sanity=False)
     rows = result.per_sample[result.per_sample["attack"] == "apgd-ce"]
     assert set(rows["backend"]) == {"autoattack"} and result.meta["backends"] == ["autoattack"]
-    positions = torch.as_tensor(rows["index"].to_numpy())
+    positions = torch.as_tensor(rows["index"].to_numpy().copy())
     images = torch.stack([digits_test[int(i)][0] for i in positions])
     labels = torch.as_tensor(rows["label"].to_numpy())
     correct = torch.as_tensor(rows["clean_correct"].to_numpy(dtype=bool))
