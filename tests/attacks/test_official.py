@@ -81,8 +81,8 @@ def test_through_the_evaluator_the_records_are_the_authors_examples(
     assert set(rows["backend"]) == {"autoattack"} and result.meta["backends"] == ["autoattack"]
     positions = torch.as_tensor(rows["index"].to_numpy().copy())
     images = torch.stack([digits_test[int(i)][0] for i in positions])
-    labels = torch.as_tensor(rows["label"].to_numpy())
-    correct = torch.as_tensor(rows["clean_correct"].to_numpy(dtype=bool))
+    labels = torch.as_tensor(rows["label"].to_numpy().copy())
+    correct = torch.as_tensor(rows["clean_correct"].to_numpy(dtype=bool).copy())
     seed = attack_seed(0, "apgd-ce", "autoattack", 0, 0)  # the evaluator's seed of the one batch's run
     run = run_autoattack(
         digits_model, images[correct], labels[correct], eps=8 / 255, parts=["apgd-ce"], seed=seed, num_classes=10
