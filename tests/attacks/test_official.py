@@ -92,7 +92,9 @@ def test_through_the_evaluator_the_records_are_the_authors_examples(
     ours_broken = torch.as_tensor(rows["success"].to_numpy(dtype=bool).copy())[correct]
     assert broken_by_them.any(), "8/255 should break some digits samples"
     assert torch.equal(ours_broken, broken_by_them)
-    assert not torch.as_tensor(rows["success"].to_numpy(dtype=bool).copy())[~correct].any(), "clean errors are not attacked"
+    assert not torch.as_tensor(rows["success"].to_numpy(dtype=bool).copy())[~correct].any(), (
+        "clean errors are not attacked"
+    )
     summary = result.summary[result.summary["attack"] == "apgd-ce"].iloc[0]
     assert summary["robust_acc"] <= summary["clean_acc"]
 
