@@ -47,11 +47,14 @@ class CAMLayerError(InputError):
     """A ``--cam-layer`` that names no layer of the model, or a layer whose output is no map."""
 
 
-def tokens_to_maps(activation: Tensor, prefix_tokens: int, grid: tuple[int, int] | None) -> Tensor:
-    """(N, K, h, w) maps from a layer's output: as it is when 4-D; (N, T, D) tokens without
-    their ``prefix_tokens``, reshaped to the (h, w) patch grid (square when ``grid`` is None)."""
+def tokens_to_maps(
+    activation: Tensor, prefix_tokens: int, grid: tuple[int, int] | None, *, channels_last: bool = False
+) -> Tensor:
+    """(N, K, h, w) maps from a layer's output: as it is when 4-D (from (N, h, w, K) with
+    ``channels_last``, as Swin's stages give them); (N, T, D) tokens without their
+    ``prefix_tokens``, reshaped to the (h, w) patch grid (square when ``grid`` is None)."""
     if activation.ndim == 4:
-        return activation
+        return activation.permute(0, 3, 1, 2) if channels_last else activation
     if activation.ndim != 3:
         raise CAMLayerError(f"the CAM layer's output has shape {tuple(activation.shape)}: neither maps nor tokens")
     patches = activation[:, prefix_tokens:]
@@ -90,6 +93,7 @@ class GradCAMClassifier(CAMClassifier):
         cam_layer: the qualified name, inside ``features``, of the layer whose output the maps
             are made of.
         prefix_tokens, grid: for a token layer, the tokens before the patches and the patch grid.
+        channels_last: the layer gives (N, h, w, K) maps (timm's ``output_fmt`` NHWC: Swin).
         in_channels, mean, std, arch, head_source: as for ``CAMClassifier``.
     """
 
@@ -103,6 +107,7 @@ class GradCAMClassifier(CAMClassifier):
         cam_layer: str,
         prefix_tokens: int = 0,
         grid: tuple[int, int] | None = None,
+        channels_last: bool = False,
         in_channels: int = 3,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -114,6 +119,7 @@ class GradCAMClassifier(CAMClassifier):
         )
         self.prefix_tokens = prefix_tokens
         self.grid = grid
+        self.channels_last = channels_last
         self.cam_layer = ""
         self.set_cam_layer(cam_layer)
 
@@ -128,6 +134,9 @@ class GradCAMClassifier(CAMClassifier):
     def forward(self, x: Tensor) -> Tensor:
         """Logits of [0, 1] images."""
         return self.head(self.features(self.normalize(x)))
+
+    def _as_maps(self, activation: Tensor) -> Tensor:
+        return tokens_to_maps(activation, self.prefix_tokens, self.grid, channels_last=self.channels_last)
 
     def _capture(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits with a graph from the CAM layer on, and that layer's output as the graph's leaf."""
@@ -158,8 +167,8 @@ class GradCAMClassifier(CAMClassifier):
             -1, len(classes), -1
         )
         gradients = _batched_gradients(selected, activation, one_hot)
-        values = tokens_to_maps(activation.detach(), self.prefix_tokens, self.grid)  # (N, K, h, w)
-        grads = torch.stack([tokens_to_maps(g, self.prefix_tokens, self.grid) for g in gradients])  # (m, N, K, h, w)
+        values = self._as_maps(activation.detach())  # (N, K, h, w)
+        grads = torch.stack([self._as_maps(g) for g in gradients])  # (m, N, K, h, w)
         weights = grads.mean(dim=(3, 4))  # (m, N, K)
         return torch.einsum("mnk,nkhw->nmhw", weights, values)
 
@@ -176,7 +185,7 @@ class GradCAMClassifier(CAMClassifier):
     def feature_maps(self, x: Tensor) -> Tensor:
         """The CAM layer's output as (N, K, h, w) maps."""
         _, activation = self._capture(x)
-        return tokens_to_maps(activation.detach(), self.prefix_tokens, self.grid)
+        return self._as_maps(activation.detach())
 
     def forward_cams(self, x: Tensor) -> ModelOutput:
         """Logits, the CAM layer's maps and the signed Grad-CAM maps of every class (for figures
@@ -184,7 +193,7 @@ class GradCAMClassifier(CAMClassifier):
         logits, activation = self._capture(x)
         classes = torch.arange(self.num_classes, device=logits.device).expand(len(logits), -1)
         maps = self._maps(logits, activation, classes)
-        features = tokens_to_maps(activation.detach(), self.prefix_tokens, self.grid)
+        features = self._as_maps(activation.detach())
         return ModelOutput(logits.detach(), features, maps.detach())
 
     def extra_repr(self) -> str:

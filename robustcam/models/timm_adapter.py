@@ -269,6 +269,7 @@ def _gradcam_timm(net: nn.Module, arch: str, in_channels: int) -> GradCAMClassif
         cam_layer=layer,
         prefix_tokens=int(getattr(net, "num_prefix_tokens", 0)),
         grid=None if grid is None else (int(grid[0]), int(grid[1])),
+        channels_last=str(getattr(net, "output_fmt", "NCHW")) == "NHWC",
         in_channels=in_channels,
         arch=arch,
         head_source=head_name,

@@ -223,3 +223,25 @@ def test_a_timm_vit_evaluates_end_to_end_with_gradcam_statistics(
         plot_cam_grid(examples, tmp_path / "bad.png")
     cams = summary["meta"]["cam_stats"]
     assert cams["method"] == "gradcam" and cams["cam_layer"] == "blocks.4"
+
+
+def test_swins_channels_last_stages_are_read_as_maps() -> None:
+    options = {"img_size": 64, "window_size": 2, "embed_dim": 8, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
+    torch.manual_seed(0)
+    model = build_model("timm:swin_tiny_patch4_window7_224", 5, **options).eval()
+    assert isinstance(model, GradCAMClassifier) and model.channels_last and model.cam_layer == "layers.3"
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        _, maps, classes = model.class_maps(x, torch.tensor([0, 3]), 2)
+    assert maps.shape == (2, 3, 2, 2)
+    # by hand, in the stage's own (N, h, w, K) layout
+    captured: list[Tensor] = []
+    handle = model.features.get_submodule("layers.3").register_forward_hook(lambda m, i, o: captured.append(o))
+    logits = model(x)
+    handle.remove()
+    (activation,) = captured
+    for j in range(3):
+        chosen = logits.gather(1, classes[:, j : j + 1]).sum()
+        (grad,) = torch.autograd.grad(chosen, activation, retain_graph=True)
+        expected = torch.einsum("nk,nhwk->nhw", grad.mean(dim=(1, 2)), activation)
+        torch.testing.assert_close(maps[:, j], expected.detach(), atol=1e-6, rtol=1e-5)
