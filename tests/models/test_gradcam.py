@@ -226,7 +226,8 @@ def test_a_timm_vit_evaluates_end_to_end_with_gradcam_statistics(
 
 
 def test_swins_channels_last_stages_are_read_as_maps() -> None:
-    options = {"img_size": 64, "window_size": 2, "embed_dim": 8, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
+    options: dict[str, Any] = {"img_size": 64, "window_size": 2, "embed_dim": 8, "depths": (1, 1, 1, 1)}
+    options["num_heads"] = (1, 1, 1, 1)
     torch.manual_seed(0)
     model = build_model("timm:swin_tiny_patch4_window7_224", 5, **options).eval()
     assert isinstance(model, GradCAMClassifier) and model.channels_last and model.cam_layer == "layers.3"
