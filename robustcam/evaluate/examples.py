@@ -105,8 +105,9 @@ def cam_examples(
         "clean_pred": examples["clean_pred"].tolist(),
         "adv_pred": examples["adv"][key]["pred"].tolist(),
     }
-    for prefix, images in (("clean", batch.images), ("adv", adversarial)):
-        for name, values in measurer.cam_statistics(images, batch.labels).items():
+    labels = batch.labels.cpu()
+    for prefix, record in (("clean", examples), ("adv", examples["adv"][key])):
+        for name, values in measurer.figure_statistics(record["cams"], labels, record.get("logits")).items():
             rows[f"{prefix}_{name}"] = values.tolist()
     return CamExamples(examples, pd.DataFrame(rows), key)
 

@@ -43,7 +43,7 @@ from robustcam.cam import (
 )
 from robustcam.layout import MAXBOXACC_FILE, MAXBOXACC_PREFIX
 from robustcam.models import CAMClassifier
-from robustcam.models.gradcam import GradCAMClassifier
+from robustcam.models.gradcam import GradCAMClassifier, mapped_classes
 
 # measured quantities that are zero for a clean input (no perturbation)
 PERTURBATION_COLUMNS = ("linf", "l2", "adv_peak_gain", "true_peak_shift")
@@ -110,11 +110,16 @@ class Measurer:
             output = self.model.forward_cams(images)
         return output.logits.float(), output.cams.float()
 
-    def cam_statistics(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """The negative-CAM statistics of ``images``, as the evaluation records them."""
-        _, cams, classes = self.forward_no_grad(images, labels)
-        assert cams is not None, "statistics need cam_stats"
-        return negative_cam_stats(cams, labels if classes is None else torch.zeros_like(labels), k=self.topk)
+    def figure_statistics(self, cams: Tensor, labels: Tensor, logits: Tensor | None) -> dict[str, Tensor]:
+        """The negative-CAM statistics of every class's maps (``figure_maps``), as the evaluation
+        records them: over every negative class for exact CAMs; for Grad-CAM maps (``logits``
+        given) over the true class and the top-k negatives by logit only."""
+        if not self.gradcam:
+            return negative_cam_stats(cams, labels, k=self.topk)
+        assert logits is not None, "Grad-CAM maps rank their negatives by the logits"
+        classes = mapped_classes(logits, labels, self.topk)
+        chosen = cams.gather(1, classes[:, :, None, None].expand(-1, -1, *cams.shape[2:]))
+        return negative_cam_stats(chosen, torch.zeros_like(labels), k=self.topk)
 
     def _cam_values(
         self, cams: Tensor, labels: Tensor, pred: Tensor, rows: Tensor | slice, classes: Tensor | None
@@ -193,18 +198,15 @@ class Measurer:
         """
         self.image_size = (int(images.shape[-2]), int(images.shape[-1]))
         zero_gradients = 0
-        if probe_gradient and self.gradcam:  # its maps come from a graph cut at the CAM layer
-            probe = images.clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(self.model(probe), labels, reduction="sum"), probe)
-            zero_gradients = int((grad.flatten(1).abs().amax(1) == 0).sum())
-            logits, cams, classes = self.forward_no_grad(images, labels)
-        elif probe_gradient:
+        if probe_gradient and not self.gradcam:  # the same forward pass gives the gradient
             probe = images.clone().requires_grad_(True)
             logits, cams, classes = self.forward(probe, labels)
-            (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), probe)
-            zero_gradients = int((grad.flatten(1).abs().amax(1) == 0).sum())
+            zero_gradients = _zero_gradients(logits, labels, probe)
             logits, cams = logits.detach(), None if cams is None else cams.detach()
-        else:
+        else:  # Grad-CAM maps come from a graph cut at the CAM layer: the gradient takes a pass of its own
+            if probe_gradient:
+                probe = images.clone().requires_grad_(True)
+                zero_gradients = _zero_gradients(self.model(probe), labels, probe)
             logits, cams, classes = self.forward_no_grad(images, labels)
         pred = logits.argmax(1)
         size = len(labels)
@@ -246,6 +248,12 @@ class Measurer:
             moved = peak_location(true_maps).cpu() - self.clean_true_peak[rows]
             values["true_peak_shift"] = moved.float().norm(dim=1)
         return values
+
+
+def _zero_gradients(logits: Tensor, labels: Tensor, probe: Tensor) -> int:
+    """How many samples of ``probe`` get an all-zero input gradient of the cross-entropy."""
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels, reduction="sum"), probe)
+    return int((grad.flatten(1).abs().amax(1) == 0).sum())
 
 
 def _position(classes: Tensor, chosen: Tensor) -> Tensor:

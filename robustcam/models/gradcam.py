@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -96,8 +95,6 @@ class GradCAMClassifier(CAMClassifier):
         channels_last: the layer gives (N, h, w, K) maps (timm's ``output_fmt`` NHWC: Swin).
         in_channels, mean, std, arch, head_source: as for ``CAMClassifier``.
     """
-
-    cam_method: ClassVar[str] = "gradcam"
 
     def __init__(
         self,
@@ -174,12 +171,11 @@ class GradCAMClassifier(CAMClassifier):
 
     def class_maps(self, x: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, the signed maps of the true class and the top-``k`` negative classes by logit
-        (N, 1 + k, h, w; the true class first) and those classes (N, 1 + k), from one pass."""
-        with torch.inference_mode(False):
-            logits, activation = self._capture(x)
-            negatives = logits.detach().scatter(1, labels[:, None], float("-inf")).topk(k, dim=1).indices
-            classes = torch.cat([labels[:, None], negatives], dim=1)
-            maps = self._maps(logits, activation, classes)
+        (N, 1 + k, h, w; the true class first) and those classes (N, 1 + k, ``mapped_classes``),
+        from one pass."""
+        logits, activation = self._capture(x)
+        classes = mapped_classes(logits.detach(), labels, k)
+        maps = self._maps(logits, activation, classes)
         return logits.detach(), maps.detach(), classes
 
     def feature_maps(self, x: Tensor) -> Tensor:
@@ -198,6 +194,13 @@ class GradCAMClassifier(CAMClassifier):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, cam_method='gradcam', cam_layer={self.cam_layer!r}"
+
+
+def mapped_classes(logits: Tensor, labels: Tensor, k: int) -> Tensor:
+    """The classes whose Grad-CAM maps the statistics use, (N, 1 + k): the true class first,
+    then the top-``k`` negative classes by logit."""
+    negatives = logits.scatter(1, labels[:, None], float("-inf")).topk(k, dim=1).indices
+    return torch.cat([labels[:, None], negatives], dim=1)
 
 
 def _executed_outputs(net: nn.Module, x: Tensor) -> tuple[Tensor, list[tuple[str, nn.Module, Tensor]]]:
@@ -282,4 +285,12 @@ def apply_cam_layer(model: CAMClassifier, name: str | None) -> None:
     model.set_cam_layer(name)
 
 
-__all__ = ["CAMLayerError", "GradCAMClassifier", "apply_cam_layer", "cam_method", "gradcam_network", "tokens_to_maps"]
+__all__ = [
+    "CAMLayerError",
+    "GradCAMClassifier",
+    "apply_cam_layer",
+    "cam_method",
+    "gradcam_network",
+    "mapped_classes",
+    "tokens_to_maps",
+]

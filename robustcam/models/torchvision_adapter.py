@@ -19,6 +19,7 @@ from torch import fx, nn
 
 from robustcam.errors import RobustcamError
 from robustcam.models.base import CAMClassifier
+from robustcam.models.gradcam import gradcam_network
 
 
 class NotCAMCapableError(RobustcamError, ValueError):
@@ -180,11 +181,10 @@ def from_torchvision(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     gradcam: bool = False,
-    input_size: tuple[int, int] = (224, 224),
 ) -> CAMClassifier:
     """Adapt a torchvision-style classifier: split at its global pooling (conv backbone, GAP, one
     linear head: exact CAMs), or, with ``gradcam``, a network with another head as a
-    ``GradCAMClassifier`` (``robustcam.models.gradcam.gradcam_network``, probed at ``input_size``)."""
+    ``GradCAMClassifier`` (``robustcam.models.gradcam.gradcam_network``)."""
     if in_channels != 3:
         _replace_first_conv(net, in_channels)
     try:
@@ -192,10 +192,8 @@ def from_torchvision(
     except NotCAMCapableError as error:
         if not gradcam:
             raise
-        from robustcam.models.gradcam import gradcam_network  # it builds on this module's CAMClassifier
-
         try:
-            return gradcam_network(net, arch=arch, in_channels=in_channels, input_size=input_size, mean=mean, std=std)
+            return gradcam_network(net, arch=arch, in_channels=in_channels, mean=mean, std=std)
         except ValueError as reason:
             raise NotCAMCapableError(f"{error}; and {reason}") from None
     return CAMClassifier(features, head, in_channels=in_channels, mean=mean, std=std, arch=arch, head_source=head_name)

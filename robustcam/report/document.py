@@ -172,16 +172,22 @@ def _correlation_row(correlations: pd.DataFrame, statistic: str, target: str) ->
     return None if match.empty else dict(match.iloc[0])
 
 
-def pooled_methods_sentences(evaluations: Sequence[Evaluation]) -> list[str]:
-    """A sentence when the checkpoints' CAM statistics come from different methods (exact CAMs
-    and Grad-CAM maps): the model-level correlations then pool the two, and say so."""
+def cam_methods(evaluations: Sequence[Evaluation]) -> dict[str, list[str]]:
+    """The checkpoints (by name) whose CAM statistics come from each method, methods in name order."""
     methods: dict[str, list[str]] = {}
     for evaluation in evaluations:
         if evaluation.cam_method is not None:
             methods.setdefault(evaluation.cam_method, []).append(evaluation.name)
+    return dict(sorted(methods.items()))
+
+
+def pooled_methods_sentences(evaluations: Sequence[Evaluation]) -> list[str]:
+    """A sentence when the checkpoints' CAM statistics come from different methods (exact CAMs
+    and Grad-CAM maps): the model-level correlations then pool the two, and say so."""
+    methods = cam_methods(evaluations)
     if len(methods) < 2:
         return []
-    parts = "; ".join(f"{method}: {', '.join(names)}" for method, names in sorted(methods.items()))
+    parts = "; ".join(f"{method}: {', '.join(names)}" for method, names in methods.items())
     return [
         f"The CAM statistics of these checkpoints come from different methods ({parts}): exact CAMs include the "
         "head bias and Grad-CAM maps are scaled by 1/hw and read at another layer, so every model-level "
@@ -226,7 +232,7 @@ def build_report(
         dose_sentences=dose_sentences(dose, headline),
     )
     reading = " ".join([reading, *pooled_methods_sentences(evaluations)])
-    methods = sorted({e.cam_method for e in evaluations if e.cam_method is not None})
+    methods = cam_methods(evaluations)
     if methods and not correlations.empty:  # which maps every row pools (all rows use every checkpoint)
         correlations = correlations.assign(cam_methods="+".join(methods))
     return Report(

@@ -246,3 +246,19 @@ def test_swins_channels_last_stages_are_read_as_maps() -> None:
         (grad,) = torch.autograd.grad(chosen, activation, retain_graph=True)
         expected = torch.einsum("nk,nhwk->nhw", grad.mean(dim=(1, 2)), activation)
         torch.testing.assert_close(maps[:, j], expected.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_robustcam_cams_statistics_from_all_maps_equal_the_evaluations_from_the_mapped_classes() -> None:
+    from robustcam.cam import negative_cam_stats
+    from robustcam.evaluate.measure import Measurer
+
+    wrapped = _as_gradcam(_smallcnn())
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    measurer = Measurer(wrapped, 6, cam_stats=True, cam_topk=3, boxes=None)
+    logits, every = measurer.figure_maps(x)  # what robustcam cam keeps: every class's map
+    with torch.no_grad():
+        _, maps, _ = wrapped.class_maps(x, labels, 3)  # what the evaluation measures
+    expected = negative_cam_stats(maps, torch.zeros_like(labels), k=3)
+    for name, values in measurer.figure_statistics(every, labels, logits).items():
+        torch.testing.assert_close(values, expected[name], msg=name)
